@@ -1,0 +1,27 @@
+# The two commands: `make serve` and `make test`. Each sets up .venv on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+READY := $(VENV)/.ready
+
+.PHONY: serve test test-postgres clean
+
+$(READY): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test]'
+	touch $(READY)
+
+serve: $(READY)
+	$(BIN)/modelport serve
+
+test: $(READY)
+	$(BIN)/python -m pytest -q
+
+# The database-backed tests again, on the local PostgreSQL server.
+test-postgres: $(READY)
+	MODELPORT_TEST_DATABASE_URL=$${MODELPORT_TEST_DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test} \
+		$(BIN)/python -m pytest -q -m database
+
+clean:
+	rm -rf $(VENV) .modelport .pytest_cache

@@ -1,0 +1,1 @@
+"""HTTP faces: one subpackage per vendor API, each a thin adapter over the services. `app.py` assembles them."""

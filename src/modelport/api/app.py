@@ -1,0 +1,66 @@
+"""Assemble the faces over one Platform. `create_app` is what `modelport serve` runs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, Request
+
+from modelport import __version__
+from modelport.api import errors, native
+from modelport.api.bodies import component_schemas
+from modelport.api.responses import JSON
+from modelport.api.security import BodySizeLimit, require_principal
+from modelport.api.wallaroo import routes as wallaroo
+from modelport.services.platform import Platform
+from modelport.settings import Settings
+
+log = logging.getLogger("modelport")
+
+
+def create_app(settings: Settings, *, on_admin_token=None) -> FastAPI:  # type: ignore[no-untyped-def]
+    """`on_admin_token(token)` is called once when the first start creates the admin token."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        platform = Platform(settings)
+        token = platform.start()
+        if token is not None and on_admin_token is not None:
+            on_admin_token(token)
+        app.state.platform = platform
+        try:
+            yield
+        finally:
+            platform.stop()
+
+    app = FastAPI(
+        title="modelport",
+        version=__version__,
+        lifespan=lifespan,
+        openapi_url=None,  # served below, behind authentication
+        docs_url=None,
+        redoc_url=None,
+        default_response_class=JSON,
+    )
+    app.state.settings = settings
+    errors.install(app)
+    wallaroo.install(app)
+    app.include_router(native.router)
+    app.add_middleware(BodySizeLimit, max_upload_bytes=settings.max_upload_bytes,
+                       max_json_bytes=settings.max_json_bytes)
+
+    @app.get("/healthz", operation_id="health_check", include_in_schema=True, tags=["health"])
+    async def healthz() -> JSON:
+        """Liveness: answers without authentication."""
+        return JSON({"status": "ok", "version": __version__})
+
+    @app.get("/openapi.json", operation_id="openapi_document", include_in_schema=False,
+             dependencies=[Depends(require_principal)])
+    async def openapi(request: Request) -> JSON:
+        document = request.app.openapi()
+        document.setdefault("components", {}).setdefault("schemas", {}).update(component_schemas)
+        return JSON(document)
+
+    return app

@@ -1,0 +1,1 @@
+"""Entities, validation rules and typed errors. No I/O lives here."""

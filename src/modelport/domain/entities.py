@@ -1,0 +1,99 @@
+"""What the services hand to the faces: plain frozen records, detached from any database session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's id, name and kind (admin tokens may manage tokens)."""
+
+    token_id: str
+    name: str
+    kind: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.kind == "admin"
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: str
+    name: str
+    kind: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class WorkspaceInfo:
+    id: int
+    name: str
+    created_by: str
+    archived: bool
+    created_at: datetime
+    model_ids: tuple[int, ...] = ()
+    pipeline_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    id: int
+    model_pk: int
+    model_name: str
+    workspace_id: int
+    version: str
+    sha: str
+    size: int
+    file_name: str
+    framework: str
+    status: str
+    status_reason: str | None
+    visibility: str
+    arch: str
+    accel: str
+    python_version: str | None
+    requirements: list[Any]
+    signature: dict[str, Any] | None
+    owner_id: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: int
+    workspace_id: int
+    name: str
+    owner_id: str
+    created_at: datetime
+    updated_at: datetime
+    versions: tuple[ModelVersionInfo, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class PipelineVersionInfo:
+    id: int
+    pipeline_pk: int
+    version: str
+    definition: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class PipelineInfo:
+    id: int
+    workspace_id: int
+    name: str
+    owner_id: str
+    created_at: datetime
+    updated_at: datetime
+    versions: tuple[PipelineVersionInfo, ...]
+
+    @property
+    def latest(self) -> PipelineVersionInfo:
+        return self.versions[-1]

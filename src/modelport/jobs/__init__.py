@@ -1,0 +1,1 @@
+"""Code packages, job environments, the cron scheduler and the run supervisor."""

@@ -1,0 +1,78 @@
+"""API tokens: created, listed, revoked; kept only as sha256 hashes (tokens are 256-bit random, so a plain hash is
+enough and lets us look them up by index)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+
+from sqlalchemy import select
+
+from modelport.domain.entities import Principal, TokenInfo
+from modelport.domain.errors import InvalidInput, NotFound, Unauthenticated
+from modelport.domain.names import check_display_name
+from modelport.store.database import Database
+from modelport.store.tables import ApiToken, utcnow
+
+TOKEN_KINDS = ("admin", "user")
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return "mp_" + secrets.token_urlsafe(32)
+
+
+def _info(row: ApiToken) -> TokenInfo:
+    return TokenInfo(row.id, row.name, row.kind, row.created_at, row.revoked_at)
+
+
+class AuthService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def bootstrap_admin(self, preset: str | None) -> str | None:
+        """Create the first admin token if there is none; return its plaintext (only this once), else None."""
+        with self.db.session() as s:
+            if s.scalar(select(ApiToken.id).where(ApiToken.kind == "admin").limit(1)) is not None:
+                return None
+            token = preset or new_token()
+            if len(token) < 16:
+                raise InvalidInput("MODELPORT_ADMIN_TOKEN must be at least 16 characters long", field="admin_token")
+            s.add(ApiToken(id=str(uuid.uuid4()), name="admin", token_hash=hash_token(token), kind="admin"))
+            return token
+
+    def create(self, name: str, kind: str = "user") -> tuple[TokenInfo, str]:
+        check_display_name(name, field="name", what="token")
+        if kind not in TOKEN_KINDS:
+            raise InvalidInput(f"kind must be one of {', '.join(TOKEN_KINDS)}", field="kind")
+        token = new_token()
+        row = ApiToken(id=str(uuid.uuid4()), name=name, token_hash=hash_token(token), kind=kind, created_at=utcnow())
+        with self.db.session() as s:
+            s.add(row)
+        return _info(row), token
+
+    def list(self) -> list[TokenInfo]:
+        with self.db.session() as s:
+            return [_info(r) for r in s.scalars(select(ApiToken).order_by(ApiToken.created_at))]
+
+    def revoke(self, token_id: str) -> TokenInfo:
+        with self.db.session() as s:
+            row = s.get(ApiToken, token_id)
+            if row is None:
+                raise NotFound(f"token {token_id!r} not found", field="id")
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+            return _info(row)
+
+    def authenticate(self, token: str | None) -> Principal:
+        if not token:
+            raise Unauthenticated("missing credentials: send Authorization: Bearer <token>")
+        with self.db.session() as s:
+            row = s.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+            if row is None or row.revoked_at is not None:
+                raise Unauthenticated("unknown or revoked token")
+            return Principal(row.id, row.name, row.kind)

@@ -1,0 +1,46 @@
+"""All configuration in one typed object: environment variables MODELPORT_*, CLI flags override them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODELPORT_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    home: Path = Field(default=Path(".modelport"), description="Folder for the SQLite database and artifacts.")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite file in home.")
+    admin_token: str | None = Field(default=None, description="Admin token to install on first start (automation).")
+    public_url: str | None = Field(default=None, description="Base URL clients use; default http://host:port.")
+
+    max_upload_bytes: int = Field(default=2 * 1024**3, description="Largest accepted upload (model, package).")
+    max_json_bytes: int = Field(default=16 * 1024**2, description="Largest accepted JSON control-plane body.")
+    model_check_timeout_s: float = Field(default=300.0, description="Time a model gets to load in its check.")
+
+    @property
+    def resolved_home(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.resolved_home / 'modelport.db'}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.resolved_home / "artifacts"
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.resolved_home / "admin-token"
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
