@@ -1,0 +1,1 @@
+"""The Python client (`modelport.Client`) and the helpers used inside a running job (`in_task`, `task_args`)."""

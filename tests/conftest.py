@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import PostgresSchema, Server, postgres_url
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "database: exercises the database layer; run again on PostgreSQL by .ci/run")
+
+
+@pytest.fixture(scope="module")
+def database_url() -> Iterator[str | None]:
+    """None (the embedded SQLite default) unless MODELPORT_TEST_DATABASE_URL names a PostgreSQL server."""
+    base = postgres_url()
+    if base is None:
+        yield None
+        return
+    schema = PostgresSchema(base)
+    try:
+        yield schema.url
+    finally:
+        schema.drop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, database_url: str | None) -> Iterator[Server]:
+    home = tmp_path_factory.mktemp("server") / "home"
+    srv = Server(home, database_url=database_url).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
