@@ -62,8 +62,9 @@ def _print_banner(settings: Settings, admin_token: str | None) -> None:
     console.print(f"  data: {settings.resolved_home}  database: {_redact(settings.resolved_database_url)}",
                   highlight=False)
     if admin_token:
-        console.print(f"  admin token (shown once, also in {settings.admin_token_file}): [bold]{admin_token}[/]",
-                      highlight=False)
+        console.print(f"  admin token: [bold]{admin_token}[/]", highlight=False, soft_wrap=True)
+        console.print(f"  (shown this once; also saved, readable only by you, in {settings.admin_token_file})",
+                      highlight=False, soft_wrap=True)
     else:
         console.print(f"  admin token: created on first start; read it from {settings.admin_token_file}",
                       highlight=False)
