@@ -12,10 +12,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "database: exercises the database layer; run again on PostgreSQL by .ci/run")
 
 
-@pytest.fixture(scope="module")
-def database_url() -> Iterator[str | None]:
-    """None (the embedded SQLite default) unless MODELPORT_TEST_DATABASE_URL names a PostgreSQL server."""
-    base = postgres_url()
+def _database(base: str | None) -> Iterator[str | None]:
     if base is None:
         yield None
         return
@@ -24,6 +21,19 @@ def database_url() -> Iterator[str | None]:
         yield schema.url
     finally:
         schema.drop()
+
+
+@pytest.fixture(scope="module")
+def database_url() -> Iterator[str | None]:
+    """None (the embedded SQLite default) unless MODELPORT_TEST_DATABASE_URL names a PostgreSQL server; shared by
+    the tests of one module, like the `server` fixture."""
+    yield from _database(postgres_url())
+
+
+@pytest.fixture
+def fresh_database_url() -> Iterator[str | None]:
+    """A database of the test's own (SQLite in its tmp home, or a new PostgreSQL schema)."""
+    yield from _database(postgres_url())
 
 
 @pytest.fixture(scope="module")

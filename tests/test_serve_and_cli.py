@@ -23,14 +23,14 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
                           capture_output=True, text=True, timeout=60)
 
 
-def test_first_start_prints_url_and_admin_token_and_stores_it_privately(tmp_path, database_url) -> None:
+def test_first_start_prints_url_and_admin_token_and_stores_it_privately(tmp_path, fresh_database_url) -> None:
     port = free_port()
     home = tmp_path / "home"
     env = {**os.environ, "MODELPORT_HOME": str(home)}
     env.pop("MODELPORT_ADMIN_TOKEN", None)
     args = [sys.executable, "-m", "modelport.cli", "serve", "--port", str(port)]
-    if database_url:
-        args += ["--database-url", database_url]
+    if fresh_database_url:
+        args += ["--database-url", fresh_database_url]
     process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = ""
     try:
@@ -58,9 +58,9 @@ def test_first_start_prints_url_and_admin_token_and_stores_it_privately(tmp_path
     assert "Application shutdown complete" in remaining and "Traceback" not in remaining
 
 
-def test_preset_admin_token_flags_override_env_and_size_limit(tmp_path, database_url) -> None:
+def test_preset_admin_token_flags_override_env_and_size_limit(tmp_path, fresh_database_url) -> None:
     """MODELPORT_ADMIN_TOKEN sets the first admin token; an upload over MODELPORT_MAX_UPLOAD_BYTES is a 413."""
-    srv = Server(tmp_path / "home", database_url=database_url, env={"MODELPORT_MAX_UPLOAD_BYTES": "2000"}).start()
+    srv = Server(tmp_path / "home", database_url=fresh_database_url, env={"MODELPORT_MAX_UPLOAD_BYTES": "2000"}).start()
     try:
         assert (srv.home / "admin-token").read_text().strip() == srv.token
         ws = srv.post("/v1/api/workspaces/create", {"workspace_name": "limits"}).json()["workspace_id"]
@@ -73,11 +73,11 @@ def test_preset_admin_token_flags_override_env_and_size_limit(tmp_path, database
         srv.stop()
 
 
-def test_token_cli_creates_lists_and_revokes(tmp_path, database_url) -> None:
-    srv = Server(tmp_path / "home", database_url=database_url).start()
+def test_token_cli_creates_lists_and_revokes(tmp_path, fresh_database_url) -> None:
+    srv = Server(tmp_path / "home", database_url=fresh_database_url).start()
     env = {"MODELPORT_HOME": str(srv.home)}
-    if database_url:
-        env["MODELPORT_DATABASE_URL"] = database_url
+    if fresh_database_url:
+        env["MODELPORT_DATABASE_URL"] = fresh_database_url
     try:
         created = run_cli("token", "create", "pipeline-bot", env=env)
         assert created.returncode == 0, created.stderr

@@ -17,7 +17,7 @@ app = typer.Typer(help="modelport: versioned models, live inference services, sc
 token_app = typer.Typer(help="Create, list and revoke API tokens (acts on the database of --home/--database-url).",
                         no_args_is_help=True)
 app.add_typer(token_app, name="token")
-console = Console()
+console = Console(soft_wrap=True)  # URLs and tokens must stay on one line to be copied
 
 HomeOption = Annotated[Optional[Path], typer.Option("--home", help="Data folder [env MODELPORT_HOME, default ./.modelport]")]
 DatabaseOption = Annotated[Optional[str], typer.Option("--database-url", help="SQLAlchemy URL [env MODELPORT_DATABASE_URL]")]

@@ -4,6 +4,7 @@ enough and lets us look them up by index)."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import uuid
 
@@ -14,6 +15,8 @@ from modelport.domain.errors import InvalidInput, NotFound, Unauthenticated
 from modelport.domain.names import check_display_name
 from modelport.store.database import Database
 from modelport.store.tables import ApiToken, utcnow
+
+log = logging.getLogger(__name__)
 
 TOKEN_KINDS = ("admin", "user")
 
@@ -38,6 +41,8 @@ class AuthService:
         """Create the first admin token if there is none; return its plaintext (only this once), else None."""
         with self.db.session() as s:
             if s.scalar(select(ApiToken.id).where(ApiToken.kind == "admin").limit(1)) is not None:
+                if preset and s.scalar(select(ApiToken.id).where(ApiToken.token_hash == hash_token(preset))) is None:
+                    log.warning("MODELPORT_ADMIN_TOKEN is ignored: an admin token already exists in this database")
                 return None
             token = preset or new_token()
             if len(token) < 16:
