@@ -318,3 +318,34 @@ def test_everything_survives_a_restart(server: Server, seeded: dict) -> None:
                                  {"model_id": seeded["model_name"], "models_pk_id": seeded["model_pk"]}).json()
     assert versions_after == versions_before
     assert server.post("/v1/api/workspaces/list", {}).status_code == 200
+
+
+PYTHON_MODEL = b'''
+import pandas as pd
+
+
+class Doubler:
+    """predict(DataFrame) -> DataFrame, the python-model contract."""
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"doubled": frame["x"] * 2})
+'''
+
+
+def test_python_models_as_module_and_zip_reach_ready(server: Server, seeded: dict, model_dir) -> None:
+    import zipfile
+
+    module = model_dir / "doubler.py"
+    module.write_bytes(PYTHON_MODEL)
+    archive = model_dir / "doubler.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("main.py", PYTHON_MODEL)
+    broken = model_dir / "broken.py"
+    broken.write_bytes(b"class NoPredict:\n    pass\n")
+    as_module = upload(server, seeded["workspace_id"], "py-doubler", module, "python")
+    as_zip = upload(server, seeded["workspace_id"], "py-doubler-zip", archive, "python")
+    no_predict = upload(server, seeded["workspace_id"], "py-broken", broken, "python")
+    assert wait_for_status(server, as_module["id"])["status"] == "ready"
+    assert wait_for_status(server, as_zip["id"])["status"] == "ready"
+    failed = wait_for_status(server, no_predict["id"])
+    assert failed["status"] == "error" and "predict" in failed["reason"]
