@@ -21,6 +21,14 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=2 * 1024**3, description="Largest accepted upload (model, package).")
     max_json_bytes: int = Field(default=16 * 1024**2, description="Largest accepted JSON control-plane body.")
     model_check_timeout_s: float = Field(default=300.0, description="Time a model gets to load in its check.")
+    replica_start_timeout_s: float = Field(default=300.0, description="Time a replica gets to load its models.")
+    cold_start_timeout_s: float = Field(default=120.0, description="How long a request waits for a replica when a "
+                                        "deployment has scaled to zero, before a 503.")
+    scale_down_idle_s: float = Field(default=300.0, description="Idle time before an autoscaled deployment sheds "
+                                     "a replica (engine_config autoscale.scale_down_idle_s overrides).")
+    autoscale_interval_s: float = Field(default=1.0, description="How often autoscaling looks at queues.")
+    inference_log_retention: int = Field(default=10_000, description="Inference log records kept per pipeline "
+                                         "version.")
 
     @property
     def resolved_home(self) -> Path:

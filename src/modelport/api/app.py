@@ -9,10 +9,11 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Request
 
 from modelport import __version__
-from modelport.api import errors, native
+from modelport.api import errors, native, v2
 from modelport.api.bodies import component_schemas
 from modelport.api.responses import JSON
 from modelport.api.security import BodySizeLimit, require_principal
+from modelport.api.wallaroo import deployments as wallaroo_deployments
 from modelport.api.wallaroo import routes as wallaroo
 from modelport.services.platform import Platform
 from modelport.settings import Settings
@@ -30,9 +31,11 @@ def create_app(settings: Settings, *, on_admin_token=None) -> FastAPI:  # type: 
         if token is not None and on_admin_token is not None:
             on_admin_token(token)
         app.state.platform = platform
+        await platform.start_serving()
         try:
             yield
         finally:
+            await platform.stop_serving()
             platform.stop()
 
     app = FastAPI(
@@ -47,6 +50,8 @@ def create_app(settings: Settings, *, on_admin_token=None) -> FastAPI:  # type: 
     app.state.settings = settings
     errors.install(app)
     wallaroo.install(app)
+    app.include_router(wallaroo_deployments.router)
+    v2.install(app)
     app.include_router(native.router)
     app.add_middleware(BodySizeLimit, max_upload_bytes=settings.max_upload_bytes,
                        max_json_bytes=settings.max_json_bytes)

@@ -21,8 +21,9 @@ def bearer_token(request: Request) -> str | None:
 
 async def require_principal(request: Request) -> Principal:
     """FastAPI dependency: the caller's identity from `Authorization: Bearer <token>`, or 401."""
-    platform = request.app.state.platform
-    principal = await run_in_threadpool(platform.auth.authenticate, bearer_token(request))
+    auth = request.app.state.platform.auth
+    token = bearer_token(request)
+    principal = auth.cached(token) or await run_in_threadpool(auth.authenticate, token)
     request.state.principal = principal
     return principal
 

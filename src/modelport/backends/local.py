@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -41,3 +42,61 @@ def check_model(framework: str, path: Path, *, timeout_s: float, python: str | N
     if report.get("ok"):
         return CheckResult(True, signature=report.get("signature"))
     return CheckResult(False, report.get("reason") or "the model failed to load")
+
+
+# -- replicas ----------------------------------------------------------------------------------------------------
+
+class ReplicaProcess:
+    """One replica's OS process (its own process group), started from a spec file; see serving/worker.py."""
+
+    def __init__(self, process: "asyncio.subprocess.Process", log_path: Path) -> None:
+        self.process = process
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def first_line(self, timeout_s: float) -> str:
+        assert self.process.stdout is not None
+        line = await asyncio.wait_for(self.process.stdout.readline(), timeout_s)
+        return line.decode(errors="replace").strip()
+
+    async def wait(self) -> int:
+        return await self.process.wait()
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        try:
+            os.killpg(self.process.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        if self.process.returncode is not None:
+            return
+        self.kill(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self.process.wait(), grace_s)
+        except asyncio.TimeoutError:
+            self.kill(signal.SIGKILL)
+            await self.process.wait()
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").strip().splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+async def start_replica(spec_path: Path, log_path: Path, *, python: str | None = None) -> ReplicaProcess:
+    """Start `python -m modelport.serving.worker SPEC`: stdout carries its one-line load report, stderr its log."""
+    log = open(log_path, "ab")
+    try:
+        process = await asyncio.create_subprocess_exec(
+            python or sys.executable, "-m", "modelport.serving.worker", str(spec_path),
+            stdout=asyncio.subprocess.PIPE, stderr=log, start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+        )
+    finally:
+        log.close()
+    return ReplicaProcess(process, log_path)

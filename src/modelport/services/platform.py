@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from starlette.concurrency import run_in_threadpool
+
+from modelport.domain.deployments import VariantSpec
+
+from modelport.jobs.environments import EnvironmentBuilder
+from modelport.serving.plane import PlaneSettings, ServingPlane
 from modelport.services.auth import AuthService
+from modelport.services.deployments import DeploymentService
+from modelport.services.inference_log import InferenceLogService
 from modelport.services.pipelines import PipelineService
 from modelport.services.registry import ModelVerifier, RegistryService
 from modelport.settings import Settings
@@ -21,6 +29,15 @@ class Platform:
         self.pipelines = PipelineService(self.db, self.registry)
         self._verifier = ModelVerifier(self.registry, timeout_s=settings.model_check_timeout_s)
         self.registry.verifier = self._verifier
+        self.environments = EnvironmentBuilder(settings.resolved_home / "envs")
+        self.plane = ServingPlane(PlaneSettings(
+            replica_start_timeout_s=settings.replica_start_timeout_s,
+            cold_start_timeout_s=settings.cold_start_timeout_s,
+            autoscale_interval_s=settings.autoscale_interval_s,
+        ), resolve_environment=self._environment_for)
+        self.deployments = DeploymentService(self.db, self.registry, self.plane,
+                                             default_idle_s=settings.scale_down_idle_s)
+        self.inference_log = InferenceLogService(self.db, retention=settings.inference_log_retention)
 
     def start(self) -> str | None:
         """Migrate the schema, install the first admin token (returned in plaintext once), start background work."""
@@ -32,6 +49,23 @@ class Platform:
             path.chmod(0o600)
         self._verifier.start()
         return admin_token
+
+    async def start_serving(self) -> None:
+        """Start the data plane and bring back every deployment that was running (needs the event loop)."""
+        self.plane.start()
+        self.inference_log.start()
+        await self.deployments.restore()
+
+    async def stop_serving(self) -> None:
+        await self.plane.close()
+        await self.inference_log.stop()
+
+    async def _environment_for(self, variant: VariantSpec) -> str | None:
+        """Python models with requirements run in a cached environment built for exactly those requirements."""
+        requirements = sorted({r for step in variant.steps for m in step for r in m.requirements})
+        if not requirements:
+            return None
+        return await run_in_threadpool(self.environments.python_for, requirements)
 
     def stop(self) -> None:
         self._verifier.stop()

@@ -125,3 +125,52 @@ class PipelineVersion(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     pipeline: Mapped[Pipeline] = relationship(back_populates="versions")
+
+
+class Deployment(Base):
+    """Desired state of a live service: what `apply` should make true, restored after a restart."""
+
+    __tablename__ = "deployments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(63), index=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id"), index=True)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id"), unique=True)
+    desired_state: Mapped[str] = mapped_column(String(16))  # running | stopped
+    engine_config: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    variants: Mapped[list[DeploymentVariant]] = relationship(
+        back_populates="deployment", order_by="DeploymentVariant.id", cascade="all, delete-orphan")
+
+
+class DeploymentVariant(Base):
+    __tablename__ = "deployment_variants"
+    __table_args__ = (UniqueConstraint("deployment_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[int] = mapped_column(ForeignKey("deployments.id"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    pipeline_version_id: Mapped[int] = mapped_column(ForeignKey("pipeline_versions.id"))
+    weight: Mapped[float] = mapped_column(default=1.0)
+    scaling: Mapped[dict[str, Any]] = mapped_column()
+    batching: Mapped[dict[str, Any]] = mapped_column()
+
+    deployment: Mapped[Deployment] = relationship(back_populates="variants")
+
+
+class InferenceLog(Base):
+    """One inference request's input and output, kept per pipeline version with bounded retention."""
+
+    __tablename__ = "inference_logs"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    pipeline_version: Mapped[str] = mapped_column(String(36), index=True)
+    deployment_id: Mapped[int] = mapped_column(Integer, index=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    rows: Mapped[int] = mapped_column(Integer)
+    elapsed_ns: Mapped[int] = mapped_column(BigInteger)
+    inputs: Mapped[dict[str, Any]] = mapped_column()
+    outputs: Mapped[dict[str, Any]] = mapped_column()

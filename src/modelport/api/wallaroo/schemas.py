@@ -70,3 +70,40 @@ class CopyPipeline(Body):
     deploy: str | None = None
     engine_config: dict[str, Any] | str | None = None
     pipeline_version: str | None = None
+
+
+class StepModel(Body):
+    name: str
+    version: str
+    sha: str
+
+
+class DeployPipeline(Body):
+    deploy_id: str
+    pipeline_version_pk_id: int
+    pipeline_id: int
+    models: list[StepModel] | None = None
+    model_ids: list[int] | None = None
+    model_configs: list[int] | None = None
+    engine_config: dict[str, Any] | str | None = None
+
+
+class UndeployPipeline(Body):
+    pipeline_id: int | None = None
+    deployment_id: int
+
+
+class DeploymentStatusQuery(Body):
+    name: str
+
+
+class ExternalUrl(Body):
+    workspace_id: int
+    pipeline_name: str
+
+
+class InferenceLogsQuery(Body):
+    pipeline_name: str
+    workspace_id: int
+    pipeline_version: str | None = None
+    limit: int = Field(default=100, ge=1, le=10_000)

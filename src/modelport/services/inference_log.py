@@ -1,0 +1,92 @@
+"""Inference logs per pipeline version (time, in, out, elapsed) with bounded retention.
+
+The hot path only appends a reference to a bounded deque; a background task turns batches of them into rows and
+writes them off the event loop, then trims each pipeline version to its newest `retention` rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, func, select
+from starlette.concurrency import run_in_threadpool
+
+from modelport.domain.errors import InvalidInput
+from modelport.serving.codecs import Answer
+from modelport.serving.plane import InferenceResult, LiveDeployment
+from modelport.store.database import Database
+from modelport.store.tables import InferenceLog
+
+log = logging.getLogger(__name__)
+
+
+def _rows(columns: dict[str, np.ndarray], limit: int) -> dict[str, Any]:
+    return {name: (array[:limit].tolist()) for name, array in columns.items()}
+
+
+class InferenceLogService:
+    def __init__(self, db: Database, *, retention: int = 10_000, max_rows_per_request: int = 100,
+                 max_pending: int = 10_000, flush_interval_s: float = 1.0) -> None:
+        self.db = db
+        self.retention = retention
+        self.max_rows = max_rows_per_request
+        self.flush_interval_s = flush_interval_s
+        self._pending: deque[tuple[int, str, Answer, int]] = deque(maxlen=max_pending)  # drops oldest if flooded
+        self._task: asyncio.Task[None] | None = None
+
+    def record(self, live: LiveDeployment, result: InferenceResult, answer: Answer) -> None:
+        self._pending.append((live.spec.id, result.variant.spec.pipeline_version, answer, answer.metadata["elapsed"][-1]))
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._flush_forever())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        await self.flush()
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval_s)
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("writing inference logs failed")
+
+    async def flush(self) -> None:
+        batch = []
+        while self._pending:
+            batch.append(self._pending.popleft())
+        if batch:
+            await run_in_threadpool(self._write, batch)
+
+    def _write(self, batch: list[tuple[int, str, Answer, int]]) -> None:
+        rows = [InferenceLog(
+            pipeline_version=version, deployment_id=deployment_id,
+            time=datetime.fromtimestamp(answer.time_ms / 1000, tz=timezone.utc), rows=answer.rows, elapsed_ns=elapsed,
+            inputs=_rows(answer.inputs, self.max_rows), outputs=_rows(answer.outputs, self.max_rows),
+        ) for deployment_id, version, answer, elapsed in batch]
+        with self.db.session() as s:
+            s.add_all(rows)
+            s.flush()
+            for version in {r.pipeline_version for r in rows}:
+                count = s.scalar(select(func.count()).where(InferenceLog.pipeline_version == version)) or 0
+                if count > self.retention:
+                    cutoff = s.scalar(select(InferenceLog.id).where(InferenceLog.pipeline_version == version)
+                                      .order_by(InferenceLog.id.desc()).offset(self.retention).limit(1))
+                    s.execute(delete(InferenceLog).where(InferenceLog.pipeline_version == version,
+                                                         InferenceLog.id <= cutoff))
+
+    def query(self, pipeline_versions: list[str], limit: int) -> list[dict[str, Any]]:
+        if not 1 <= limit <= 10_000:
+            raise InvalidInput("limit must be between 1 and 10000", field="limit")
+        with self.db.session() as s:
+            rows = s.scalars(select(InferenceLog).where(InferenceLog.pipeline_version.in_(pipeline_versions))
+                             .order_by(InferenceLog.id.desc()).limit(limit))
+            return [{"time": int(r.time.timestamp() * 1000), "in": r.inputs, "out": r.outputs, "rows": r.rows,
+                     "elapsed_ns": r.elapsed_ns, "pipeline_version": r.pipeline_version} for r in rows]

@@ -1,0 +1,202 @@
+"""Adaptive batching: requests queue per variant; whenever a replica is free, everything compatible that is waiting
+(up to max_batch_size rows) goes to it as one batch, so one model call and one inter-process hop serve them all.
+
+There is no fixed wait: with an idle replica a lone request is sent at once (Triton's max_queue_delay 0). Under load,
+batches form by themselves while replicas are busy. `max_delay_s` > 0 lets a small batch wait that long to fill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelport.serving.replica import BatchRejected, Replica, ReplicaFailed
+from modelport.serving.runtimes import Columns
+
+
+@dataclass
+class BatchResult:
+    outputs: Columns
+    elapsed: list[int]
+    replica: str
+    batch_rows: int
+
+
+@dataclass
+class Pending:
+    columns: Columns
+    rows: int
+    signature: tuple[Any, ...]
+    future: asyncio.Future[BatchResult]
+    enqueued: float = field(default_factory=time.perf_counter)
+    retried: bool = False
+    alone: bool = False  # run in a batch of its own (its batch was refused for bad input)
+
+
+def signature_of(columns: Columns) -> tuple[Any, ...]:
+    """Requests can share a batch when their columns agree in name, dtype and row shape."""
+    return tuple((name, a.dtype.str, a.shape[1:]) for name, a in columns.items())
+
+
+def concat(batch: list[Pending]) -> Columns:
+    if len(batch) == 1:
+        return batch[0].columns
+    return {name: np.concatenate([p.columns[name] for p in batch]) for name in batch[0].columns}
+
+
+def split(outputs: Columns, batch: list[Pending]) -> list[Columns]:
+    if len(batch) == 1:
+        return [outputs]
+    parts: list[Columns] = []
+    start = 0
+    for p in batch:
+        parts.append({name: array[start:start + p.rows] for name, array in outputs.items()})
+        start += p.rows
+    return parts
+
+
+class Batcher:
+    def __init__(self, *, max_batch_rows: int = 256, max_delay_s: float = 0.0,
+                 on_replica_lost: Callable[[Replica], None] | None = None) -> None:
+        self.max_batch_rows = max_batch_rows
+        self.max_delay_s = max_delay_s
+        self.on_replica_lost = on_replica_lost
+        self.queue: deque[Pending] = deque()
+        self.idle: deque[Replica] = deque()
+        self.busy: set[Replica] = set()
+        self.in_flight_batches = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self.observers: list[Callable[[int, float], None]] = []  # (batch rows, seconds) for metrics
+
+    # -- replicas come and go ------------------------------------------------------------------------------------
+    def add_replica(self, replica: Replica) -> None:
+        self.idle.append(replica)
+        self._dispatch()
+
+    def remove_replica(self, replica: Replica) -> None:
+        if replica in self.idle:
+            self.idle.remove(replica)
+        self.busy.discard(replica)
+
+    @property
+    def replicas(self) -> int:
+        return len(self.idle) + len(self.busy)
+
+    # -- requests --------------------------------------------------------------------------------------------------
+    def submit(self, columns: Columns, rows: int) -> asyncio.Future[BatchResult]:
+        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        self.queue.append(Pending(columns, rows, signature_of(columns), future))
+        self._drained.clear()
+        self._dispatch()
+        return future
+
+    def pending_rows(self) -> int:
+        return sum(p.rows for p in self.queue)
+
+    async def drained(self) -> None:
+        """Wait until nothing is queued or in flight (used before stopping an old variant)."""
+        await self._drained.wait()
+
+    def fail_all(self, error: Exception) -> None:
+        while self.queue:
+            pending = self.queue.popleft()
+            if not pending.future.done():
+                pending.future.set_exception(error)
+        self._update_drained()
+
+    def _update_drained(self) -> None:
+        if not self.queue and self.in_flight_batches == 0:
+            self._drained.set()
+
+    def _dispatch(self) -> None:
+        while self.queue and self.idle:
+            if self.max_delay_s > 0 and self.pending_rows() < self.max_batch_rows:
+                wait = self.queue[0].enqueued + self.max_delay_s - time.perf_counter()
+                if wait > 0:
+                    if self._timer is None:
+                        self._timer = asyncio.get_running_loop().call_later(wait, self._on_timer)
+                    return
+            batch = self._take_batch()
+            if not batch:
+                continue
+            replica = self.idle.popleft()
+            self.busy.add(replica)
+            self.in_flight_batches += 1
+            asyncio.get_running_loop().create_task(self._run(replica, batch))
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._dispatch()
+
+    def _take_batch(self) -> list[Pending]:
+        first = self.queue.popleft()
+        if first.future.done():  # its caller gave up (timeout, disconnect)
+            self._update_drained()
+            return []
+        batch, rows = [first], first.rows
+        if first.alone:
+            return batch
+        kept: deque[Pending] = deque()
+        while self.queue and rows < self.max_batch_rows:
+            candidate = self.queue.popleft()
+            if candidate.future.done():
+                continue
+            if (not candidate.alone and candidate.signature == first.signature
+                    and rows + candidate.rows <= self.max_batch_rows):
+                batch.append(candidate)
+                rows += candidate.rows
+            else:
+                kept.append(candidate)
+        self.queue.extendleft(reversed(kept))
+        return batch
+
+    async def _run(self, replica: Replica, batch: list[Pending]) -> None:
+        rows = sum(p.rows for p in batch)
+        started = time.perf_counter()
+        lost = False
+        try:
+            outputs, elapsed = await replica.infer(concat(batch), rows)
+        except ReplicaFailed as exc:
+            lost = True
+            for p in batch:  # the replica died under this batch: give each request one more chance elsewhere
+                if p.future.done():
+                    continue
+                if p.retried:
+                    p.future.set_exception(exc)
+                else:
+                    p.retried = True
+                    self.queue.appendleft(p)
+        except BatchRejected as exc:
+            if len(batch) > 1 and exc.kind == "input":
+                for p in reversed(batch):  # one request's bad input must not fail its neighbours: run them alone
+                    p.alone = True
+                    self.queue.appendleft(p)
+            else:
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+        else:
+            for p, part in zip(batch, split(outputs, batch)):
+                if not p.future.done():
+                    p.future.set_result(BatchResult(part, elapsed, replica.name, rows))
+            seconds = time.perf_counter() - started
+            for observe in self.observers:
+                observe(rows, seconds)
+        finally:
+            self.in_flight_batches -= 1
+            self.busy.discard(replica)
+            if lost:
+                if self.on_replica_lost is not None:
+                    self.on_replica_lost(replica)
+            elif replica.state == Replica.RUNNING:
+                self.idle.append(replica)
+            self._update_drained()
+            self._dispatch()

@@ -1,0 +1,336 @@
+"""Wire formats <-> columns (dict of name -> numpy array, first dimension = rows). Decoding goes straight to arrays:
+no DataFrame, no pydantic, no per-row objects on the way in."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modelport.domain.errors import InvalidInput
+from modelport.serving.runtimes import Columns
+
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+def _column(name: str, values: list[Any]) -> np.ndarray:
+    try:
+        array = np.asarray(values)
+    except ValueError:
+        raise InvalidInput(f"column {name!r} has rows of different shapes", field=name) from None
+    if array.dtype == object:
+        if any(isinstance(v, (list, dict)) for v in values):
+            raise InvalidInput(f"column {name!r} has rows of different shapes or types", field=name)
+    elif array.dtype.kind == "U":
+        array = array.astype(object)
+    elif array.dtype.kind not in "biuf":
+        raise InvalidInput(f"column {name!r} has values of an unsupported type", field=name)
+    return array
+
+
+def columns_from_records(records: Any) -> tuple[Columns, int]:
+    """pandas `orient="records"`: [{"col": value-or-tensor, ...}, ...]."""
+    if isinstance(records, dict):
+        records = [records]
+    if not isinstance(records, list) or not records:
+        raise InvalidInput("the body must be a non-empty JSON array of records (pandas orient='records')")
+    first = records[0]
+    if not isinstance(first, dict) or not first:
+        raise InvalidInput("each record must be a non-empty JSON object")
+    names = list(first)
+    columns: Columns = {}
+    for name in names:
+        try:
+            values = [r[name] for r in records]
+        except (KeyError, TypeError):
+            raise InvalidInput(f"column {name!r} is missing from some records", field=name) from None
+        columns[name] = _column(name, values)
+    if any(len(r) != len(names) for r in records):
+        raise InvalidInput("records do not all have the same columns")
+    return columns, len(records)
+
+
+def columns_from_dict(data: Any) -> tuple[Columns, int]:
+    """Columnar JSON {"col": [row, row, ...]} (pandas orient='list'); {"tensor": [...]} is Wallaroo's legacy shape."""
+    if isinstance(data, list):
+        return columns_from_records(data)
+    if not isinstance(data, dict) or not data:
+        raise InvalidInput("the body must be a JSON object of columns or an array of records")
+    columns = {name: _column(name, values if isinstance(values, list) else [values]) for name, values in data.items()}
+    lengths = {len(c) for c in columns.values()}
+    if len(lengths) != 1:
+        raise InvalidInput("columns have different numbers of rows")
+    return columns, lengths.pop()
+
+
+# -- Wallaroo records out ---------------------------------------------------------------------------------------------
+
+@dataclass
+class DatasetFilter:
+    """Wallaroo's `dataset[]`, `dataset.exclude[]` and `dataset.separator` query parameters."""
+
+    include: list[str] = field(default_factory=lambda: ["*"])
+    exclude: list[str] = field(default_factory=list)
+    separator: str = "."
+
+    @classmethod
+    def from_query(cls, query: Any) -> DatasetFilter:
+        include = query.getlist("dataset[]") or query.getlist("dataset") or ["*"]
+        exclude = query.getlist("dataset.exclude[]") or query.getlist("dataset.exclude")
+        separator = query.get("dataset.separator") or "."
+        return cls(include, exclude, separator)
+
+    def keeps(self, path: str) -> bool:
+        """`path` like "out.dense_1" (with the separator); a parent entry keeps or drops all its children."""
+        def matches(rule: str) -> bool:
+            return rule == "*" or path == rule or path.startswith(rule + self.separator) or rule.startswith(path + self.separator)
+
+        return any(matches(r) for r in self.include) and not any(
+            path == r or path.startswith(r + self.separator) for r in self.exclude)
+
+    @property
+    def everything(self) -> bool:
+        return self.include == ["*"] and not self.exclude
+
+
+@dataclass
+class Answer:
+    inputs: Columns
+    outputs: Columns
+    rows: int
+    time_ms: int
+    metadata: dict[str, Any]
+
+
+def _row(array: np.ndarray, i: int) -> Any:
+    value = array[i]
+    return value.tolist() if array.dtype == object or isinstance(value, np.ndarray) and value.dtype == object else value
+
+
+def records_json(answer: Answer, dataset: DatasetFilter) -> bytes:
+    sep = dataset.separator
+    ins = {k: v for k, v in answer.inputs.items() if dataset.keeps(f"in{sep}{k}")}
+    outs = {k: v for k, v in answer.outputs.items() if dataset.keeps(f"out{sep}{k}")}
+    keep = {key: dataset.keeps(key) for key in ("time", "in", "out", "check_failures", "metadata")}
+    metadata = {k: v for k, v in answer.metadata.items() if dataset.keeps(f"metadata{sep}{k}")}
+    records = []
+    for i in range(answer.rows):
+        record: dict[str, Any] = {}
+        if keep["time"]:
+            record["time"] = answer.time_ms
+        if keep["in"]:
+            record["in"] = {k: _row(v, i) for k, v in ins.items()}
+        if keep["out"]:
+            record["out"] = {k: _row(v, i) for k, v in outs.items()}
+        if keep["check_failures"]:
+            record["check_failures"] = []
+        if keep["metadata"]:
+            record["metadata"] = metadata
+        records.append(record)
+    return orjson.dumps(records, option=_JSON_OPTIONS)
+
+
+# -- Arrow ------------------------------------------------------------------------------------------------------------
+
+def columns_from_arrow(body: bytes) -> tuple[Columns, int]:
+    import pyarrow as pa
+
+    try:
+        try:
+            table = pa.ipc.open_file(pa.BufferReader(body)).read_all()
+        except pa.ArrowInvalid:
+            table = pa.ipc.open_stream(pa.BufferReader(body)).read_all()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InvalidInput(f"the body is not an Arrow IPC file: {exc}") from None
+    if table.num_columns == 0 or table.num_rows == 0:
+        raise InvalidInput("the Arrow table has no columns or no rows")
+    columns: Columns = {}
+    for name, chunked in zip(table.column_names, table.columns):
+        key = name[3:] if name.startswith("in.") else name
+        columns[key] = _arrow_to_numpy(key, chunked.combine_chunks() if chunked.num_chunks != 1 else chunked.chunk(0))
+    return columns, table.num_rows
+
+
+def _arrow_to_numpy(name: str, array: Any) -> np.ndarray:
+    import pyarrow as pa
+
+    if array.null_count:
+        raise InvalidInput(f"column {name!r} has null values", field=name)
+    kind = array.type
+    if pa.types.is_fixed_size_list(kind):
+        inner = _arrow_to_numpy(name, array.flatten())
+        return inner.reshape(len(array), kind.list_size, *inner.shape[1:])
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        lengths = np.diff(array.offsets.to_numpy())
+        if len(lengths) and (lengths != lengths[0]).any():
+            raise InvalidInput(f"column {name!r} has rows of different lengths", field=name)
+        inner = _arrow_to_numpy(name, array.flatten())
+        return inner.reshape(len(array), int(lengths[0]) if len(lengths) else 0, *inner.shape[1:])
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return np.asarray(array.to_pylist(), dtype=object)
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+        return array.to_numpy(zero_copy_only=False)
+    raise InvalidInput(f"column {name!r} has the unsupported Arrow type {kind}", field=name)
+
+
+def _numpy_to_arrow(array: np.ndarray) -> Any:
+    import pyarrow as pa
+
+    if array.dtype == object:
+        return pa.array(array.tolist())
+    if array.ndim == 1:
+        return pa.array(array)
+    inner = _numpy_to_arrow(np.ascontiguousarray(array).reshape(array.shape[0] * array.shape[1], *array.shape[2:]))
+    return pa.FixedSizeListArray.from_arrays(inner, array.shape[1])
+
+
+def arrow_file(answer: Answer, dataset: DatasetFilter) -> bytes:
+    import pyarrow as pa
+
+    sep = dataset.separator
+    n = answer.rows
+    names: list[str] = []
+    arrays: list[Any] = []
+
+    def add(name: str, array: Any) -> None:
+        if dataset.keeps(name):
+            names.append(name)
+            arrays.append(array)
+
+    add("time", pa.array(np.full(n, answer.time_ms, dtype="datetime64[ms]")))
+    for k, v in answer.inputs.items():
+        add(f"in{sep}{k}", _numpy_to_arrow(v))
+    for k, v in answer.outputs.items():
+        add(f"out{sep}{k}", _numpy_to_arrow(v))
+    add("check_failures", pa.array([[]] * n, type=pa.list_(pa.int64())))
+    for k, v in answer.metadata.items():
+        if isinstance(v, list):
+            add(f"metadata{sep}{k}", pa.array([v] * n, type=pa.list_(pa.int64()) if k == "elapsed" else pa.list_(pa.string())))
+        else:
+            add(f"metadata{sep}{k}", pa.array([v] * n, type=pa.string()))
+    table = pa.Table.from_arrays(arrays, names=names)
+    sink = io.BytesIO()
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+# -- Open Inference Protocol (V2) ------------------------------------------------------------------------------------
+
+V2_TYPES = {
+    "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
+    "FP32": np.float32, "FP64": np.float64, "BYTES": object,
+}
+_V2_NAMES = {np.dtype(t).str: name for name, t in V2_TYPES.items() if t is not object}
+
+
+@dataclass
+class V2Request:
+    columns: Columns
+    rows: int
+    id: str | None
+    parameters: dict[str, Any] | None
+    outputs: list[str] | None
+
+
+def v2_request(body: bytes) -> V2Request:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidInput("the body is not valid JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("inputs"), list) or not data["inputs"]:
+        raise InvalidInput("inputs is required: a non-empty list of tensors", field="inputs")
+    columns: Columns = {}
+    rows = None
+    for i, tensor in enumerate(data["inputs"]):
+        where = f"inputs[{i}]"
+        if not isinstance(tensor, dict):
+            raise InvalidInput(f"{where} must be an object", field=where)
+        name, shape, datatype = tensor.get("name"), tensor.get("shape"), tensor.get("datatype")
+        if not isinstance(name, str) or not name:
+            raise InvalidInput(f"{where}.name is required", field=f"{where}.name")
+        if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise InvalidInput(f"input {name!r}: shape must be a non-empty list of non-negative integers", field=name)
+        if datatype not in V2_TYPES:
+            raise InvalidInput(f"input {name!r}: datatype {datatype!r} is not one of {', '.join(V2_TYPES)}", field=name)
+        if "data" not in tensor:
+            raise InvalidInput(f"input {name!r}: data is required", field=name)
+        try:
+            array = np.asarray(tensor["data"], dtype=V2_TYPES[datatype])
+            array = array.reshape(shape)
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(f"input {name!r}: data does not fit shape {shape} and datatype {datatype}: {exc}",
+                               field=name) from None
+        if rows is not None and shape[0] != rows:
+            raise InvalidInput(f"input {name!r} has {shape[0]} rows, the others {rows}", field=name)
+        rows = shape[0]
+        columns[name] = array
+    outputs = data.get("outputs")
+    wanted = [o.get("name") for o in outputs if isinstance(o, dict)] if isinstance(outputs, list) else None
+    return V2Request(columns, rows or 0, data.get("id"), data.get("parameters"), wanted)
+
+
+def v2_datatype(array: np.ndarray) -> str:
+    return "BYTES" if array.dtype == object or array.dtype.kind in "US" else _V2_NAMES.get(array.dtype.str, "FP64")
+
+
+def v2_response(model: str, version: str | None, request: V2Request, outputs: Columns) -> bytes:
+    tensors = []
+    for name, array in outputs.items():
+        if request.outputs and name not in request.outputs:
+            continue
+        data = array.ravel().tolist() if array.dtype == object or array.dtype.kind in "US" else np.ascontiguousarray(array).ravel()
+        tensors.append({"name": name, "datatype": v2_datatype(array), "shape": list(array.shape), "data": data})
+    reply: dict[str, Any] = {"model_name": model, "outputs": tensors}
+    if version:
+        reply["model_version"] = version
+    if request.id is not None:
+        reply["id"] = request.id
+    if request.parameters:
+        reply["parameters"] = request.parameters
+    return orjson.dumps(reply, option=_JSON_OPTIONS)
+
+
+# -- validation against the loaded models -----------------------------------------------------------------------------
+
+def check_inputs(columns: Columns, signature: dict[str, Any] | None) -> None:
+    """Refuse, naming the column, inputs the first step cannot take: missing names, wrong widths, non-numbers."""
+    if not signature or not signature.get("inputs"):
+        return
+    inputs = signature["inputs"]
+    if len(inputs) == 1 and inputs[0]["name"] == "inputs":  # an unnamed feature matrix (sklearn, xgboost)
+        width = inputs[0]["shape"][-1] if len(inputs[0]["shape"]) > 1 else -1
+        if len(columns) == 1:
+            (name, array), = columns.items()
+            got = array.shape[1] if array.ndim == 2 else (1 if array.ndim == 1 else None)
+            if got is None or (width != -1 and got != width):
+                raise InvalidInput(f"column {name!r} must hold rows of {width} features, got shape "
+                                   f"{list(array.shape[1:])}", field=name)
+        elif width != -1 and len(columns) != width:
+            raise InvalidInput(f"the model takes {width} feature columns, got {len(columns)}")
+        _numeric(columns)
+        return
+    for spec in inputs:
+        name = spec["name"]
+        if name not in columns:
+            raise InvalidInput(f"input column {name!r} is missing", field=name)
+        array = columns[name]
+        want = spec.get("shape") or []
+        got = list(array.shape)
+        if len(want) == len(got) and any(w not in (-1, g) for w, g in zip(want[1:], got[1:])):
+            raise InvalidInput(f"column {name!r} has shape {got[1:]} per batch, the model takes {want[1:]}", field=name)
+        if len(want) and len(want) != len(got) and not (len(want) == 1 and len(got) == 1):
+            raise InvalidInput(f"column {name!r} has {len(got) - 1} dimensions per row, the model takes "
+                               f"{len(want) - 1}", field=name)
+        if spec.get("datatype") != "BYTES" and array.dtype == object:
+            raise InvalidInput(f"column {name!r} must be numeric", field=name)
+
+
+def _numeric(columns: Columns) -> None:
+    for name, array in columns.items():
+        if array.dtype == object:
+            raise InvalidInput(f"column {name!r} must be numeric", field=name)

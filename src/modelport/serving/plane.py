@@ -1,0 +1,377 @@
+"""The data plane, protocol-agnostic: every face (Wallaroo, Open Inference Protocol, SageMaker, Dataiku) decodes
+its wire format to columns and calls `ServingPlane.infer`. Deployments live here in memory, so the hot path never
+touches the database: a route lookup is a dict access.
+
+`apply(spec)` is the one way to change what serves: variants new to the spec start warm (weight 0) beside the old
+ones; once all are ready, weights flip in one assignment; variants no longer in the spec drain and stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelport.domain.deployments import DeploymentSpec, DeploymentStatus, VariantSpec
+from modelport.domain.errors import InvalidInput, NotFound, NotReady
+from modelport.serving.batcher import Batcher, BatchResult
+from modelport.serving.codecs import check_inputs
+from modelport.serving.replica import BatchRejected, Replica, ReplicaFailed
+from modelport.serving.runtimes import Columns
+
+log = logging.getLogger(__name__)
+
+# Resolves the python interpreter a variant's replicas use (a cached environment when models need requirements).
+EnvironmentResolver = Callable[[VariantSpec], Awaitable[str | None]]
+
+
+@dataclass
+class InferenceResult:
+    outputs: Columns
+    variant: Variant
+    replica: str
+    elapsed: list[int]
+
+
+class Variant:
+    """One pipeline version on a pool of replicas, with its batcher and its scaling rules."""
+
+    def __init__(self, deployment: LiveDeployment, spec: VariantSpec, run_dir: Path, settings: PlaneSettings) -> None:
+        self.deployment = deployment
+        self.spec = spec
+        self.run_dir = run_dir
+        self.settings = settings
+        self.weight = 0.0
+        self.replicas: list[Replica] = []
+        self.batcher = Batcher(max_batch_rows=spec.batching.max_batch_rows, max_delay_s=spec.batching.max_delay_s,
+                               on_replica_lost=self._replica_lost)
+        self.error: str | None = None
+        self.python: str | None = None
+        self.last_request = time.monotonic()
+        self._serial = 0
+        self._starting = 0
+        self._stopped = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+    async def start(self, resolve_environment: EnvironmentResolver) -> None:
+        """Start the initial replicas; raise ReplicaFailed (with the reason) if none can load."""
+        try:
+            self.python = await resolve_environment(self.spec)
+        except Exception as exc:
+            self.error = f"could not build the model environment: {exc}"
+            raise ReplicaFailed(self.error) from None
+        results = await asyncio.gather(*(self._start_replica() for _ in range(self.spec.scaling.initial)),
+                                       return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures and len(failures) == len(results):
+            self.error = str(failures[0])
+            raise ReplicaFailed(self.error)
+
+    async def _start_replica(self) -> Replica:
+        self._serial += 1
+        name = f"engine-{self.deployment.spec.route}-{self.spec.name}-{self._serial}"
+        replica = Replica(name, self.spec.worker_spec(), self.run_dir, python=self.python,
+                          on_exit=self._replica_exited)
+        self.replicas.append(replica)
+        self._starting += 1
+        try:
+            await replica.start(self.settings.replica_start_timeout_s)
+        except ReplicaFailed:
+            raise
+        finally:
+            self._starting -= 1
+        if self._stopped:
+            await replica.stop()
+            return replica
+        self.error = None
+        self.batcher.add_replica(replica)
+        return replica
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _replica_exited(self, replica: Replica) -> None:
+        self.batcher.remove_replica(replica)
+        if not self._stopped:
+            self._spawn(self._restart(replica))
+
+    def _replica_lost(self, replica: Replica) -> None:
+        self.batcher.remove_replica(replica)
+
+    async def _restart(self, replica: Replica) -> None:
+        """A replica that died is replaced, with back-off while it keeps failing; its status shows meanwhile."""
+        delay = 0.5
+        while not self._stopped and replica in self.replicas:
+            try:
+                await replica.start(self.settings.replica_start_timeout_s)
+            except ReplicaFailed as exc:
+                log.warning("restarting %s failed: %s", replica.name, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+                continue
+            if self._stopped:
+                await replica.stop()
+            else:
+                self.batcher.add_replica(replica)
+            return
+
+    async def stop(self) -> None:
+        self._stopped = True
+        self.batcher.fail_all(NotReady("the deployment was stopped"))
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*(r.stop() for r in self.replicas), return_exceptions=True)
+        self.replicas.clear()
+
+    async def drain_and_stop(self, timeout_s: float) -> None:
+        try:
+            await asyncio.wait_for(self.batcher.drained(), timeout_s)
+        except asyncio.TimeoutError:
+            log.warning("variant %s did not drain within %s s", self.name, timeout_s)
+        await self.stop()
+
+    # -- scaling ---------------------------------------------------------------------------------------------------
+    @property
+    def live_replicas(self) -> int:
+        return sum(1 for r in self.replicas if r.state in (Replica.RUNNING, Replica.STARTING))
+
+    def ensure_capacity(self) -> None:
+        """Called on every request when no replica runs: wake one (scale from zero)."""
+        if self.live_replicas == 0 and self._starting == 0 and not self._stopped:
+            self._spawn(self._scale_up())
+
+    async def _scale_up(self) -> None:
+        try:
+            await self._start_replica()
+        except ReplicaFailed as exc:
+            self.error = str(exc)
+            self.batcher.fail_all(NotReady(f"no replica could start: {exc}"))
+
+    async def autoscale(self, now: float) -> None:
+        scaling = self.spec.scaling
+        if self._stopped or not scaling.autoscaled:
+            return
+        running = [r for r in self.replicas if r.state == Replica.RUNNING]
+        backlog = self.batcher.pending_rows()
+        if backlog > 0 and len(self.replicas) < scaling.maximum and self._starting == 0 \
+                and backlog > self.settings.scale_up_backlog_rows * max(len(running), 1):
+            self._spawn(self._scale_up())
+        elif now - self.last_request > scaling.idle_s and len(running) > scaling.minimum \
+                and self.batcher.in_flight_batches == 0 and not self.batcher.queue:
+            victim = running[-1]
+            self.replicas.remove(victim)
+            self.batcher.remove_replica(victim)
+            self.last_request = now  # one replica per idle window
+            await victim.stop()
+
+    # -- status ----------------------------------------------------------------------------------------------------
+    @property
+    def status(self) -> DeploymentStatus:
+        states = [r.state for r in self.replicas]
+        if Replica.RUNNING in states and all(s == Replica.RUNNING for s in states):
+            return DeploymentStatus.RUNNING
+        if not states and self.spec.scaling.minimum == 0 and self.error is None:
+            return DeploymentStatus.RUNNING  # scaled to zero: the next request wakes it
+        if self.error and Replica.RUNNING not in states and self._starting == 0:
+            return DeploymentStatus.ERROR
+        return DeploymentStatus.STARTING
+
+    @property
+    def input_signature(self) -> dict[str, Any] | None:
+        """What the first step takes, as its replica reported after loading (None until one has loaded)."""
+        for r in self.replicas:
+            if r.models:
+                return r.models[0].get("signature")
+        return None
+
+    def models(self) -> list[dict[str, Any]]:
+        for r in self.replicas:
+            if r.models:
+                return r.models
+        return [{"name": m.name, "version": m.version, "sha": m.sha} for step in self.spec.steps for m in step]
+
+
+class LiveDeployment:
+    def __init__(self, spec: DeploymentSpec) -> None:
+        self.spec = spec
+        self.variants: list[Variant] = []
+        self.error: str | None = None
+        self.started_at = time.time()
+
+    def pick(self, target: str | None = None) -> Variant:
+        """By weight; `target` (a variant name or pipeline version) forces one."""
+        variants = self.variants
+        if target is not None:
+            for v in variants:
+                if target in (v.name, v.spec.pipeline_version):
+                    return v
+            raise NotFound(f"variant {target!r} is not live in deployment {self.spec.name!r}", field="variant")
+        if len(variants) == 1:
+            return variants[0]
+        live = [v for v in variants if v.weight > 0]
+        if not live:
+            raise NotReady(f"deployment {self.spec.name!r} has no variant taking traffic")
+        return random.choices(live, weights=[v.weight for v in live])[0]
+
+    @property
+    def status(self) -> DeploymentStatus:
+        if not self.variants:
+            return DeploymentStatus.ERROR if self.error else DeploymentStatus.STARTING
+        statuses = {v.status for v in self.variants if v.weight > 0} or {v.status for v in self.variants}
+        if DeploymentStatus.ERROR in statuses:
+            return DeploymentStatus.ERROR
+        if statuses == {DeploymentStatus.RUNNING}:
+            return DeploymentStatus.RUNNING
+        return DeploymentStatus.STARTING
+
+
+@dataclass(frozen=True)
+class PlaneSettings:
+    replica_start_timeout_s: float = 120.0
+    cold_start_timeout_s: float = 120.0
+    request_timeout_s: float = 300.0
+    drain_timeout_s: float = 30.0
+    scale_up_backlog_rows: int = 64
+    autoscale_interval_s: float = 1.0
+
+
+class ServingPlane:
+    def __init__(self, settings: PlaneSettings, resolve_environment: EnvironmentResolver | None = None) -> None:
+        self.settings = settings
+        self.resolve_environment = resolve_environment or _base_python
+        self.deployments: dict[int, LiveDeployment] = {}
+        self.routes: dict[str, LiveDeployment] = {}  # "<name>-<id>" and pipeline name -> deployment
+        self.run_dir = Path(tempfile.mkdtemp(prefix="mp-"))  # short: Unix socket paths are limited to 107 bytes
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._autoscaler: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._autoscaler = asyncio.get_running_loop().create_task(self._autoscale_forever())
+
+    async def close(self) -> None:
+        if self._autoscaler is not None:
+            self._autoscaler.cancel()
+        await asyncio.gather(*(self.remove(d) for d in list(self.deployments)), return_exceptions=True)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    # -- control -----------------------------------------------------------------------------------------------------
+    async def apply(self, spec: DeploymentSpec) -> None:
+        """Make `spec` live: new variants warm first, then one atomic weight flip, then old variants drain."""
+        lock = self._locks.setdefault(spec.id, asyncio.Lock())
+        async with lock:
+            live = self.deployments.get(spec.id)
+            if live is None:
+                live = LiveDeployment(spec)
+                self.deployments[spec.id] = live
+                self._index(live)
+            wanted = {v.name: v for v in spec.variants}
+            current = {v.name: v for v in live.variants}
+            fresh = [Variant(live, vs, self.run_dir, self.settings) for name, vs in wanted.items()
+                     if name not in current or current[name].spec.pipeline_version != vs.pipeline_version
+                     or current[name].spec.steps != vs.steps]
+            if not live.variants:
+                live.variants = fresh  # first start: visible at once, so status shows Starting
+            results = await asyncio.gather(*(v.start(self.resolve_environment) for v in fresh),
+                                           return_exceptions=True)
+            failed = [(v, r) for v, r in zip(fresh, results) if isinstance(r, BaseException)]
+            if failed:
+                live.error = f"variant {failed[0][0].name}: {failed[0][1]}"
+                if live.variants is not fresh:  # an update failed: the old variants keep serving, untouched
+                    await asyncio.gather(*(v.stop() for v in fresh), return_exceptions=True)
+                    return
+            else:
+                live.error = None
+            fresh_names = {v.name for v in fresh}
+            keep = [current[n] for n in wanted if n in current and n not in fresh_names]
+            for v in keep:
+                v.spec = wanted[v.name]  # same models: only weight or scaling changed
+            new_variants = keep + fresh
+            retired = [v for v in live.variants if v not in new_variants]
+            total = sum(wanted[v.name].weight for v in new_variants) or 1.0
+            for v in new_variants:
+                v.weight = wanted[v.name].weight / total
+            live.variants = new_variants  # the flip: one assignment, the event loop never sees a half state
+            live.spec = spec
+            self._index(live)
+            for v in retired:
+                v.weight = 0.0
+            await asyncio.gather(*(v.drain_and_stop(self.settings.drain_timeout_s) for v in retired),
+                                 return_exceptions=True)
+
+    def _index(self, live: LiveDeployment) -> None:
+        for key, value in list(self.routes.items()):
+            if value is live:
+                del self.routes[key]
+        self.routes[live.spec.route] = live
+        self.routes.setdefault(live.spec.name, live)
+
+    async def remove(self, deployment_id: int) -> bool:
+        live = self.deployments.pop(deployment_id, None)
+        if live is None:
+            return False
+        for key, value in list(self.routes.items()):
+            if value is live:
+                del self.routes[key]
+        await asyncio.gather(*(v.stop() for v in live.variants), return_exceptions=True)
+        return True
+
+    # -- data ----------------------------------------------------------------------------------------------------------
+    def lookup(self, route: str) -> LiveDeployment:
+        live = self.routes.get(route)
+        if live is None:
+            raise NotFound(f"no live deployment {route!r}", field="deployment")
+        return live
+
+    async def infer(self, live: LiveDeployment, columns: Columns, rows: int, *, target: str | None = None) -> InferenceResult:
+        variant = live.pick(target)
+        variant.last_request = time.monotonic()
+        check_inputs(columns, variant.input_signature)
+        if variant.batcher.replicas == 0:
+            if variant.status == DeploymentStatus.ERROR and variant.spec.scaling.minimum > 0:
+                raise NotReady(f"deployment {live.spec.name!r} is failing: {variant.error}")
+            variant.ensure_capacity()
+            timeout = self.settings.cold_start_timeout_s
+        else:
+            timeout = self.settings.request_timeout_s
+        future = variant.batcher.submit(columns, rows)
+        try:
+            result: BatchResult = await asyncio.wait_for(asyncio.shield(future), timeout)
+        except asyncio.TimeoutError:
+            future.cancel()
+            raise NotReady(f"deployment {live.spec.name!r} did not answer within {timeout:.0f} s") from None
+        except BatchRejected as exc:
+            if exc.kind == "input":
+                raise InvalidInput(exc.args[0]) from None
+            raise
+        except ReplicaFailed as exc:
+            raise NotReady(str(exc)) from None
+        return InferenceResult(result.outputs, variant, result.replica, result.elapsed)
+
+    async def _autoscale_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.autoscale_interval_s)
+            now = time.monotonic()
+            for live in list(self.deployments.values()):
+                for variant in list(live.variants):
+                    try:
+                        await variant.autoscale(now)
+                    except Exception:
+                        log.exception("autoscaling %s failed", variant.name)
+
+
+async def _base_python(_: VariantSpec) -> str | None:
+    return None

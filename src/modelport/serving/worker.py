@@ -1,0 +1,98 @@
+"""A replica: `python -m modelport.serving.worker SPEC_JSON_PATH`.
+
+Loads every step of one pipeline version, then serves batches over a Unix socket, one at a time: each step's outputs
+feed the next step. It reports on stdout one JSON line, {"ready": ...} or {"error": ...}, so its supervisor knows
+whether loading worked; after that stdout and stderr are its log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelport.serving import wire
+from modelport.serving.runtimes import Columns, Runtime, load_runtime
+
+
+class Pipeline:
+    def __init__(self, spec: dict[str, Any], workdir: Path) -> None:
+        self.steps: list[Runtime] = []
+        self.models: list[dict[str, Any]] = []
+        for i, step in enumerate(spec["steps"]):
+            model = step["models"][0]  # alternatives within one step (A/B) are expressed as variants instead
+            runtime = load_runtime(model["framework"], Path(model["path"]), workdir / f"step{i}")
+            self.steps.append(runtime)
+            self.models.append({"name": model["name"], "version": model["version"], "sha": model["sha"],
+                                "signature": runtime.signature()})
+
+    def run(self, columns: Columns) -> tuple[Columns, list[int]]:
+        """Outputs of the last step, and the nanoseconds each step took."""
+        elapsed = []
+        for runtime in self.steps:
+            start = time.perf_counter_ns()
+            columns = runtime.predict(columns)
+            elapsed.append(time.perf_counter_ns() - start)
+        return columns, elapsed
+
+
+def serve(pipeline: Pipeline, sock_path: str) -> None:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(sock_path)
+    listener.listen(4)
+    print(json.dumps({"ready": True, "models": pipeline.models}, default=str), flush=True)
+    while True:
+        conn, _ = listener.accept()
+        with conn:
+            _serve_connection(pipeline, conn)
+
+
+def _serve_connection(pipeline: Pipeline, conn: socket.socket) -> None:
+    while True:
+        try:
+            header, columns = wire.read_frame_blocking(conn)
+        except ConnectionError:
+            return
+        if header.get("op") == "ping":
+            conn.sendall(b"".join(wire.encode({"ok": True})))
+            continue
+        try:
+            outputs, elapsed = pipeline.run(columns)
+            rows = header.get("rows")
+            for name, array in outputs.items():
+                if rows is not None and (array.ndim == 0 or len(array) != rows):
+                    raise ValueError(f"output {name!r} has {len(array) if array.ndim else 0} rows, expected {rows}")
+            reply = wire.encode({"ok": True, "elapsed": elapsed}, outputs)
+        except KeyError as exc:
+            reply = wire.encode({"ok": False, "kind": "input", "error": f"missing input column {exc.args[0]!r}"})
+        except (ValueError, TypeError) as exc:
+            reply = wire.encode({"ok": False, "kind": "input", "error": f"{type(exc).__name__}: {exc}"})
+        except Exception as exc:  # noqa: BLE001 - the model's own failure, reported to the caller
+            traceback.print_exc()
+            reply = wire.encode({"ok": False, "kind": "model", "error": f"{type(exc).__name__}: {exc}"})
+        conn.sendall(b"".join(bytes(chunk) for chunk in reply))
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(Path(argv[0]).read_text())
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        pipeline = Pipeline(spec, Path(spec["workdir"]))
+    except BaseException as exc:  # noqa: BLE001 - any load failure is reported, then the replica exits
+        traceback.print_exc(file=sys.stderr)
+        print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+        return 3
+    np.seterr(all="ignore")
+    serve(pipeline, spec["socket"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
