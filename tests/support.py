@@ -152,3 +152,63 @@ def build_xgboost_regressor(path: Path) -> Path:
     booster = xgboost.train({"max_depth": 3, "nthread": 1}, xgboost.DMatrix(x, label=y), num_boost_round=10)
     booster.save_model(str(path))
     return path
+
+
+# -- deployments -------------------------------------------------------------------------------------------------------
+
+SEED_DENSE_INPUT = [
+    1.0678324729, 0.2177810266, -1.7115145262, 0.682285721, 1.0138553067, -0.4335000013, 0.7395859437, -0.2882839595,
+    -0.447262688, 0.5146124988, 0.3791316964, 0.5190619748, -0.4904593222, 1.1656456469, -0.9776307444, -0.6322198963,
+    -0.6891477694, 0.1783317857, 0.1397992467, -0.3554220649, 0.4394217877, 1.4588397512, -0.3886829615, 0.4353492889,
+    1.7420053483, -0.4434654615, -0.1515747891, -0.2668451725, -1.4549617756,
+]
+
+
+def upload_model(server: Server, workspace_id: int, name: str, path: Path, framework: str,
+                 requirements: list[str] | None = None) -> dict:
+    import json
+
+    metadata = {"name": name, "visibility": "private", "workspace_id": workspace_id,
+                "conversion": {"framework": framework, "python_version": "3.11", "requirements": requirements or []}}
+    with open(path, "rb") as f:
+        reply = httpx.post(f"{server.url}/v1/api/models/upload_and_convert", headers=server.headers, timeout=60,
+                           files={"metadata": (None, json.dumps(metadata), "application/json"),
+                                  "file": (path.name, f, "application/octet-stream")})
+    assert reply.status_code == 200, reply.text
+    return reply.json()["insert_models"]["returning"][0]["models"][0]
+
+
+def create_pipeline(server: Server, workspace_id: int, name: str, steps: list[dict]) -> dict:
+    definition = {"steps": [{"ModelInference": {"models": [
+        {"name": m["model_id"], "version": m["model_version"], "sha": m["sha"]}]}} for m in steps]}
+    reply = server.post("/v1/api/pipelines/create",
+                        {"pipeline_id": name, "workspace_id": workspace_id, "definition": definition})
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+def deploy(server: Server, name: str, pipeline: dict, engine_config: dict | None = None) -> int:
+    body = {"deploy_id": name, "pipeline_version_pk_id": pipeline["pipeline_variant_pk_id"],
+            "pipeline_id": pipeline["pipeline_pk_id"]}
+    if engine_config is not None:
+        body["engine_config"] = engine_config
+    reply = server.post("/v1/api/pipelines/deploy", body)
+    assert reply.status_code == 200, reply.text
+    return reply.json()["id"]
+
+
+def wait_status(server: Server, deployment: str, wanted=("Running",), timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = server.post("/v1/api/status/get_deployment", {"name": deployment})
+        body = reply.json()
+        if reply.status_code == 200 and body["status"] in wanted:
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{deployment} did not reach {wanted}: {reply.status_code} {body}")
+        time.sleep(0.05)
+
+
+def infer_records(server: Server, deployment: str, pipeline: str, records: list[dict]) -> httpx.Response:
+    return httpx.post(f"{server.url}/v1/api/pipelines/infer/{deployment}/{pipeline}", json=records, timeout=60,
+                      headers={**server.headers, "Content-Type": "application/json; format=pandas-records"})

@@ -12,7 +12,7 @@ from modelport import __version__
 from modelport.api import errors as error_faces
 from modelport.api.responses import JSON
 from modelport.api.security import require_principal
-from modelport.domain.errors import ModelportError, NotFound
+from modelport.domain.errors import InvalidInput, ModelportError, NotFound
 from modelport.serving import codecs
 from modelport.serving.plane import LiveDeployment, Variant
 
@@ -98,11 +98,18 @@ async def model_version_ready(name: str, version: str, request: Request) -> JSON
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
     live = _deployment(request, name)
-    parsed = codecs.v2_request(await request.body())
+    header = request.headers.get("inference-header-content-length")
+    if header is not None and not header.isdigit():
+        raise InvalidInput("Inference-Header-Content-Length must be a number")
+    parsed = codecs.v2_request(await request.body(), int(header) if header else None)
     plane = request.app.state.platform.deployments.plane
     result = await plane.infer(live, parsed.columns, parsed.rows, target=version)
-    body = codecs.v2_response(live.spec.pipeline_name, result.variant.spec.pipeline_version, parsed, result.outputs)
-    return Response(body, media_type="application/json")
+    body, json_length = codecs.v2_response(live.spec.pipeline_name, result.variant.spec.pipeline_version, parsed,
+                                           result.outputs)
+    if json_length is None:
+        return Response(body, media_type="application/json")
+    return Response(body, media_type="application/octet-stream",
+                    headers={"Inference-Header-Content-Length": str(json_length)})
 
 
 @router.post("/models/{name}/infer", operation_id="v2_model_infer")

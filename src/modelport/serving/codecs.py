@@ -235,17 +235,37 @@ class V2Request:
     id: str | None
     parameters: dict[str, Any] | None
     outputs: list[str] | None
+    binary_outputs: set[str] | bool = False  # names, or True for all (binary data extension)
 
 
-def v2_request(body: bytes) -> V2Request:
+def _bytes_elements(raw: bytes, count: int, name: str) -> np.ndarray:
+    """BYTES tensors in binary form: each element is a little-endian u32 length, then the bytes."""
+    values, offset = [], 0
+    while offset < len(raw):
+        size = int.from_bytes(raw[offset:offset + 4], "little")
+        values.append(raw[offset + 4:offset + 4 + size].decode("utf-8", errors="replace"))
+        offset += 4 + size
+    if len(values) != count:
+        raise InvalidInput(f"input {name!r}: binary data holds {len(values)} elements, shape needs {count}", field=name)
+    array = np.empty(count, dtype=object)
+    array[:] = values
+    return array
+
+
+def v2_request(body: bytes, header_length: int | None = None) -> V2Request:
+    """JSON, or the binary data extension: `Inference-Header-Content-Length` bytes of JSON, then raw tensors."""
+    if header_length is not None and not 0 < header_length <= len(body):
+        raise InvalidInput("Inference-Header-Content-Length does not fit the body")
+    head, binary = (body[:header_length], body[header_length:]) if header_length is not None else (body, b"")
     try:
-        data = orjson.loads(body)
+        data = orjson.loads(head)
     except orjson.JSONDecodeError:
         raise InvalidInput("the body is not valid JSON") from None
     if not isinstance(data, dict) or not isinstance(data.get("inputs"), list) or not data["inputs"]:
         raise InvalidInput("inputs is required: a non-empty list of tensors", field="inputs")
     columns: Columns = {}
     rows = None
+    offset = 0
     for i, tensor in enumerate(data["inputs"]):
         where = f"inputs[{i}]"
         if not isinstance(tensor, dict):
@@ -257,11 +277,22 @@ def v2_request(body: bytes) -> V2Request:
             raise InvalidInput(f"input {name!r}: shape must be a non-empty list of non-negative integers", field=name)
         if datatype not in V2_TYPES:
             raise InvalidInput(f"input {name!r}: datatype {datatype!r} is not one of {', '.join(V2_TYPES)}", field=name)
-        if "data" not in tensor:
-            raise InvalidInput(f"input {name!r}: data is required", field=name)
+        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        count = int(np.prod(shape))
         try:
-            array = np.asarray(tensor["data"], dtype=V2_TYPES[datatype])
-            array = array.reshape(shape)
+            if size is not None:
+                if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                    raise InvalidInput(f"input {name!r}: binary_data_size runs past the body", field=name)
+                raw = binary[offset:offset + size]
+                offset += size
+                if datatype == "BYTES":
+                    array = _bytes_elements(raw, count, name).reshape(shape)
+                else:
+                    array = np.frombuffer(raw, dtype=np.dtype(V2_TYPES[datatype]).newbyteorder("<")).reshape(shape)
+            elif "data" in tensor:
+                array = np.asarray(tensor["data"], dtype=V2_TYPES[datatype]).reshape(shape)
+            else:
+                raise InvalidInput(f"input {name!r}: data is required", field=name)
         except (ValueError, TypeError) as exc:
             raise InvalidInput(f"input {name!r}: data does not fit shape {shape} and datatype {datatype}: {exc}",
                                field=name) from None
@@ -271,28 +302,48 @@ def v2_request(body: bytes) -> V2Request:
         columns[name] = array
     outputs = data.get("outputs")
     wanted = [o.get("name") for o in outputs if isinstance(o, dict)] if isinstance(outputs, list) else None
-    return V2Request(columns, rows or 0, data.get("id"), data.get("parameters"), wanted)
+    binary_out: set[str] | bool = bool((data.get("parameters") or {}).get("binary_data_output"))
+    if isinstance(outputs, list):
+        named = {o.get("name") for o in outputs if isinstance(o, dict) and (o.get("parameters") or {}).get("binary_data")}
+        binary_out = named or binary_out
+    return V2Request(columns, rows or 0, data.get("id"), data.get("parameters"), wanted, binary_out)
 
 
 def v2_datatype(array: np.ndarray) -> str:
     return "BYTES" if array.dtype == object or array.dtype.kind in "US" else _V2_NAMES.get(array.dtype.str, "FP64")
 
 
-def v2_response(model: str, version: str | None, request: V2Request, outputs: Columns) -> bytes:
+def v2_response(model: str, version: str | None, request: V2Request, outputs: Columns) -> tuple[bytes, int | None]:
+    """The body, and the JSON header's length when tensors follow it in binary form (else None)."""
     tensors = []
+    chunks: list[bytes] = []
     for name, array in outputs.items():
         if request.outputs and name not in request.outputs:
             continue
-        data = array.ravel().tolist() if array.dtype == object or array.dtype.kind in "US" else np.ascontiguousarray(array).ravel()
-        tensors.append({"name": name, "datatype": v2_datatype(array), "shape": list(array.shape), "data": data})
+        datatype = v2_datatype(array)
+        tensor: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        binary = request.binary_outputs is True or (isinstance(request.binary_outputs, set) and name in request.binary_outputs)
+        if binary:
+            if datatype == "BYTES":
+                raw = b"".join(len(b := str(v).encode()).to_bytes(4, "little") + b for v in array.ravel().tolist())
+            else:
+                raw = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        elif datatype == "BYTES":
+            tensor["data"] = [str(v) for v in array.ravel().tolist()]
+        else:
+            tensor["data"] = np.ascontiguousarray(array).ravel()
+        tensors.append(tensor)
     reply: dict[str, Any] = {"model_name": model, "outputs": tensors}
     if version:
         reply["model_version"] = version
     if request.id is not None:
         reply["id"] = request.id
-    if request.parameters:
-        reply["parameters"] = request.parameters
-    return orjson.dumps(reply, option=_JSON_OPTIONS)
+    head = orjson.dumps(reply, option=_JSON_OPTIONS)
+    if not chunks:
+        return head, None
+    return head + b"".join(chunks), len(head)
 
 
 # -- validation against the loaded models -----------------------------------------------------------------------------
