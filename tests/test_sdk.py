@@ -51,3 +51,29 @@ def test_sdk_raises_typed_errors(server: Server) -> None:
     client.revoke_token(token.id)
     with pytest.raises(AuthenticationError):
         modelport.Client(server.url, token.secret).list_workspaces()
+
+
+def test_sdk_deploy_infer_logs_undeploy(server: Server, model_dir) -> None:
+    import pandas as pd
+    import pyarrow as pa
+
+    from tests.support import SEED_DENSE_INPUT
+
+    client = modelport.Client(server.url, server.token)
+    client.set_workspace("sdk-serving")
+    version = client.wait_for_model(client.upload_model("sdk-cc", build_ccfraud_onnx(model_dir / "sdk-cc.onnx")))
+    pipeline = client.build_pipeline("sdk-cc-pipeline", [version])
+    deployment = client.deploy(pipeline)
+    assert client.status(deployment)["status"] == "Running"
+
+    frame = client.infer(deployment, pd.DataFrame({"dense_input": [SEED_DENSE_INPUT, SEED_DENSE_INPUT]}))
+    assert {"time", "in.dense_input", "out.dense_1"} <= set(frame.columns) and len(frame) == 2
+    table = client.infer(deployment, pa.table({"dense_input": [SEED_DENSE_INPUT]}))
+    assert table.column("out.dense_1").to_pylist()[0][0] == pytest.approx(frame["out.dense_1"][0][0], rel=1e-6)
+    assert len(client.logs(pipeline)) == 2
+
+    client.undeploy(deployment)
+    with pytest.raises(NotFoundError):
+        client.status(deployment)
+    with pytest.raises(NotFoundError):
+        client.infer(deployment, pd.DataFrame({"dense_input": [SEED_DENSE_INPUT]}))

@@ -297,3 +297,42 @@ def test_running_deployments_come_back_after_a_restart(tmp_path, fresh_database_
         assert infer_records(srv, name, "durable", [{"dense_input": SEED_DENSE_INPUT}]).status_code == 200
     finally:
         srv.stop()
+
+
+REQUIREMENTS_MODEL = b'''
+import humanize
+import pandas as pd
+
+
+class Pretty:
+    """Uses a package that only its own requirements.txt provides."""
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"pretty": [humanize.intcomma(int(v)) for v in frame["amount"]],
+                             "doubled": frame["amount"] * 2})
+'''
+
+
+def test_python_model_with_its_own_requirements(server: Server, workspace: int, model_dir) -> None:
+    import zipfile
+
+    archive = model_dir / "pretty.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("main.py", REQUIREMENTS_MODEL)
+        z.writestr("requirements.txt", "humanize>=4\n")
+    model = upload_model(server, workspace, "pretty", archive, "python")
+    deadline = time.monotonic() + 180
+    while True:
+        version = server.post("/v1/api/models/get_version_by_id",
+                              {"model_version_id": model["id"]}).json()["model_version"]["model_version"]
+        if version["status"] in ("ready", "error") or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert version["status"] == "ready", version
+    pipeline = create_pipeline(server, workspace, "pretty", [model])
+    name = f"pretty-{deploy(server, 'pretty', pipeline)}"
+    wait_status(server, name, timeout=180)
+    reply = infer_records(server, name, "pretty", [{"amount": 1234567}, {"amount": 42}])
+    assert reply.status_code == 200, reply.text
+    assert [r["out"]["pretty"] for r in reply.json()] == ["1,234,567", "42"]
+    assert [r["out"]["doubled"] for r in reply.json()] == [2469134, 84]

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
 
 from modelport import __version__
 from modelport.api import errors, native, v2
@@ -60,6 +62,13 @@ def create_app(settings: Settings, *, on_admin_token=None) -> FastAPI:  # type: 
     async def healthz() -> JSON:
         """Liveness: answers without authentication."""
         return JSON({"status": "ok", "version": __version__})
+
+    @app.get("/metrics", operation_id="prometheus_metrics", tags=["observability"],
+             dependencies=[Depends(require_principal)])
+    async def metrics(request: Request) -> Response:
+        """Prometheus text format; scrape with `authorization: {credentials: <token>}`."""
+        registry = request.app.state.platform.plane.metrics.registry
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/openapi.json", operation_id="openapi_document", include_in_schema=False,
              dependencies=[Depends(require_principal)])

@@ -94,7 +94,10 @@ class EnvironmentBuilder:
                 raise EnvironmentBuildFailed((result.stderr or result.stdout).strip()[-2000:])
         site = next((staging / "lib").glob("python*/site-packages"))
         base = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
-        (site / "zz_modelport_base.pth").write_text("\n".join(dict.fromkeys(base)) + "\n")
+        # addsitedir (not a bare path) so the base's own .pth files (an editable modelport, for one) work too;
+        # it appends, so the environment's own packages still win.
+        lines = [f"import site; site.addsitedir({path!r})" for path in dict.fromkeys(base)]
+        (site / "zz_modelport_base.pth").write_text("\n".join(lines) + "\n")
         # uv venvs are relocatable enough for our use: their scripts call bin/python, which we keep in place
         staging.rename(env)
         (env / ".ready").write_text("\n".join(requirements) + "\n")

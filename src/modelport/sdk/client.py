@@ -14,7 +14,7 @@ import httpx
 
 from modelport.sdk import task
 from modelport.sdk.errors import ModelportAPIError, TimeoutError, error_for
-from modelport.sdk.objects import ModelVersion, Pipeline, Token, Workspace
+from modelport.sdk.objects import Deployment, ModelVersion, Pipeline, Token, Workspace
 
 _PROGRESS_THRESHOLD = 8 * 1024 * 1024
 
@@ -190,6 +190,87 @@ class Client:
     def copy_pipeline(self, source: Pipeline, name: str) -> Pipeline:
         self._call("pipelines/copy", {"name": name, "workspace_id": source.workspace_id, "source_pipeline": source.id})
         return self.pipeline(name, workspace=source.workspace_id)
+
+    # -- deployments -----------------------------------------------------------------------------------------------
+    def deploy(self, pipeline: Pipeline, *, replicas: int = 1, replica_min: int | None = None,
+               replica_max: int | None = None, scale_down_idle_s: float | None = None,
+               max_batch_size: int | None = None, max_delay_ms: int | None = None, wait: bool = True,
+               timeout: float = 300.0) -> Deployment:
+        """Deploy the pipeline's newest version (a redeploy switches versions with zero downtime); by default wait
+        until it is Running."""
+        engine: dict[str, Any] = {"replicas": replicas}
+        if replica_min is not None or replica_max is not None:
+            engine["autoscale"] = {"replica_min": replica_min if replica_min is not None else 0,
+                                   "replica_max": replica_max if replica_max is not None else max(replicas, 1)}
+            if scale_down_idle_s is not None:
+                engine["autoscale"]["scale_down_idle_s"] = scale_down_idle_s
+        if max_batch_size is not None or max_delay_ms is not None:
+            engine["batch"] = {k: v for k, v in (("max_batch_size", max_batch_size), ("max_delay_ms", max_delay_ms))
+                               if v is not None}
+        reply = self._call("pipelines/deploy", {
+            "deploy_id": pipeline.name, "pipeline_id": pipeline.id, "pipeline_version_pk_id": pipeline.latest.id,
+            "engine_config": {"engine": engine}})
+        deployment = Deployment(reply["id"], pipeline.name, pipeline)
+        url = self._call("admin/get_pipeline_external_url",
+                         {"workspace_id": pipeline.workspace_id, "pipeline_name": pipeline.name})["url"]
+        deployment = Deployment(deployment.id, deployment.deploy_id, pipeline, url)
+        if wait:
+            self.wait_until_running(deployment, timeout=timeout)
+        return deployment
+
+    def status(self, deployment: Deployment | str) -> dict[str, Any]:
+        name = deployment.name if isinstance(deployment, Deployment) else deployment
+        return self._call("status/get_deployment", {"name": name})
+
+    def wait_until_running(self, deployment: Deployment | str, *, timeout: float = 300.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status(deployment)
+            if status["status"] == "Running":
+                return status
+            if status["status"] == "Error":
+                reasons = [*(status.get("details") or []), *(e["reason"] for e in status["engines"] if e["reason"])]
+                raise error_for(409, f"deployment failed: {'; '.join(reasons) or 'see the server log'}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(408, f"deployment still {status['status']} after {timeout} s")
+            time.sleep(0.2)
+
+    def infer(self, deployment: Deployment, data: Any, *, timeout: float = 120.0) -> Any:
+        """A pandas DataFrame in, a DataFrame out (columns time, in.*, out.*, ...); a pyarrow Table in, a Table out."""
+        import pandas as pd
+
+        url = deployment.url or f"{self.url}/v1/api/pipelines/infer/{deployment.name}/{deployment.deploy_id}"
+        try:
+            import pyarrow as pa
+        except ImportError:  # pragma: no cover - pyarrow is a dependency
+            pa = None
+        if pa is not None and isinstance(data, pa.Table):
+            sink = io.BytesIO()
+            with pa.ipc.new_file(sink, data.schema) as writer:
+                writer.write_table(data)
+            arrow = "application/vnd.apache.arrow.file"
+            response = self._http.post(url, content=sink.getvalue(), timeout=timeout,
+                                       headers={"Content-Type": arrow, "Accept": arrow})
+            self._decode_error(response)
+            return pa.ipc.open_file(pa.BufferReader(response.content)).read_all()
+        if not isinstance(data, pd.DataFrame):
+            raise TypeError("infer takes a pandas DataFrame or a pyarrow Table")
+        response = self._http.post(url, content=data.to_json(orient="records"), timeout=timeout,
+                                   headers={"Content-Type": "application/json; format=pandas-records"})
+        records = self._decode(response)
+        return pd.json_normalize(records, max_level=1)
+
+    def _decode_error(self, response: httpx.Response) -> None:
+        if response.status_code >= 400:
+            self._decode(response)
+
+    def undeploy(self, deployment: Deployment) -> None:
+        self._call("pipelines/undeploy", {"pipeline_id": deployment.pipeline.id, "deployment_id": deployment.id})
+
+    def logs(self, pipeline: Pipeline, *, limit: int = 100) -> list[dict[str, Any]]:
+        """Recent inference records of the pipeline, newest first."""
+        return self._call("pipelines/get_logs", {"pipeline_name": pipeline.name,
+                                                 "workspace_id": pipeline.workspace_id, "limit": limit})["logs"]
 
     # -- tokens (admin) --------------------------------------------------------------------------------------------
     def create_token(self, name: str, *, admin: bool = False) -> Token:

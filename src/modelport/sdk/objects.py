@@ -69,3 +69,17 @@ class Token:
     kind: str
     revoked: bool
     secret: str | None = None
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A live pipeline: `name` is `<deploy_id>-<id>`, the key of status and inference calls."""
+
+    id: int
+    deploy_id: str
+    pipeline: Pipeline
+    url: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.deploy_id}-{self.id}"

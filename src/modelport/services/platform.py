@@ -30,6 +30,7 @@ class Platform:
         self._verifier = ModelVerifier(self.registry, timeout_s=settings.model_check_timeout_s)
         self.registry.verifier = self._verifier
         self.environments = EnvironmentBuilder(settings.resolved_home / "envs")
+        self.registry.environments = self.environments
         self.plane = ServingPlane(PlaneSettings(
             replica_start_timeout_s=settings.replica_start_timeout_s,
             cold_start_timeout_s=settings.cold_start_timeout_s,

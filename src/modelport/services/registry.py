@@ -6,7 +6,8 @@ import logging
 import queue
 import threading
 import uuid
-from dataclasses import dataclass, field
+import zipfile
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -19,6 +20,8 @@ from modelport.domain.entities import ModelInfo, ModelVersionInfo, WorkspaceInfo
 from modelport.domain.errors import AlreadyExists, InvalidInput, NotFound
 from modelport.domain.models import Framework, ModelStatus
 from modelport.domain.names import check_display_name, check_dns_name
+from modelport.jobs.environments import EnvironmentBuildFailed, EnvironmentBuilder, normalise
+from modelport.jobs.packages import inspect_zip
 from modelport.store.artifacts import ArtifactStore
 from modelport.store.database import Database
 from modelport.store.tables import Model, ModelVersion, Pipeline, Workspace, utcnow
@@ -40,6 +43,17 @@ class ModelUpload:
     accel: str = "none"
     framework_config: dict[str, Any] | None = None
     owner_id: str = ""
+
+
+def python_model_requirements(path: Path) -> str:
+    """The requirements.txt at the root of a python model's ZIP (validated like any untrusted archive)."""
+    if not zipfile.is_zipfile(path):
+        return ""
+    listing = inspect_zip(path)
+    if "requirements.txt" not in listing.files:
+        return ""
+    with zipfile.ZipFile(path) as archive:
+        return archive.read("requirements.txt").decode("utf-8", errors="replace")
 
 
 def version_info(row: ModelVersion) -> ModelVersionInfo:
@@ -72,6 +86,7 @@ class RegistryService:
         self.artifacts = artifacts
         self.max_upload_bytes = max_upload_bytes
         self.verifier: ModelVerifier | None = None
+        self.environments: EnvironmentBuilder | None = None
 
     # -- workspaces ---------------------------------------------------------------------------------------------
     def create_workspace(self, name: str, created_by: str = "") -> WorkspaceInfo:
@@ -114,6 +129,9 @@ class RegistryService:
             get_workspace_row(s, upload.workspace_id)
         blob = self.artifacts.put(upload.file, max_bytes=self.max_upload_bytes)
         try:
+            if upload.framework is Framework.PYTHON:
+                upload = replace(upload, requirements=sorted(set(upload.requirements) | set(
+                    normalise(python_model_requirements(blob.path)))))
             info = self._record_version(upload, blob.sha256, blob.size)
         except BaseException:
             self.artifacts.discard(blob)
@@ -203,8 +221,13 @@ class RegistryService:
             if row is None:
                 raise NotFound(f"model version {version_pk} not found")
             row.status = ModelStatus.ATTEMPTING_LOAD.value
-            framework, sha = row.framework, row.sha
-        result = local.check_model(framework, self.artifacts.path_for(sha), timeout_s=timeout_s)
+            framework, sha, requirements = row.framework, row.sha, list(row.requirements or [])
+        try:
+            python = self.environments.python_for(requirements) if self.environments and requirements else None
+        except EnvironmentBuildFailed as exc:
+            result = local.CheckResult(False, f"could not install the model's requirements: {exc}")
+        else:
+            result = local.check_model(framework, self.artifacts.path_for(sha), timeout_s=timeout_s, python=python)
         with self.db.session() as s:
             row = s.get(ModelVersion, version_pk)
             assert row is not None

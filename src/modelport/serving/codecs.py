@@ -106,8 +106,11 @@ class Answer:
 
 
 def _row(array: np.ndarray, i: int) -> Any:
+    """Row i as orjson can write it: numeric arrays and numpy scalars natively, object values as Python values."""
     value = array[i]
-    return value.tolist() if array.dtype == object or isinstance(value, np.ndarray) and value.dtype == object else value
+    if isinstance(value, np.ndarray) and value.dtype == object:
+        return value.tolist()
+    return value
 
 
 def records_json(answer: Answer, dataset: DatasetFilter) -> bytes:

@@ -23,6 +23,7 @@ from modelport.domain.deployments import DeploymentSpec, DeploymentStatus, Varia
 from modelport.domain.errors import InvalidInput, NotFound, NotReady
 from modelport.serving.batcher import Batcher, BatchResult
 from modelport.serving.codecs import check_inputs
+from modelport.serving.metrics import PlaneMetrics
 from modelport.serving.replica import BatchRejected, Replica, ReplicaFailed
 from modelport.serving.runtimes import Columns
 
@@ -252,6 +253,8 @@ class PlaneSettings:
 class ServingPlane:
     def __init__(self, settings: PlaneSettings, resolve_environment: EnvironmentResolver | None = None) -> None:
         self.settings = settings
+        self.metrics = PlaneMetrics()
+        self.metrics.watch(self)
         self.resolve_environment = resolve_environment or _base_python
         self.deployments: dict[int, LiveDeployment] = {}
         self.routes: dict[str, LiveDeployment] = {}  # "<name>-<id>" and pipeline name -> deployment
@@ -280,7 +283,7 @@ class ServingPlane:
                 self._index(live)
             wanted = {v.name: v for v in spec.variants}
             current = {v.name: v for v in live.variants}
-            fresh = [Variant(live, vs, self.run_dir, self.settings) for name, vs in wanted.items()
+            fresh = [self._variant(live, vs) for name, vs in wanted.items()
                      if name not in current or current[name].spec.pipeline_version != vs.pipeline_version
                      or current[name].spec.steps != vs.steps]
             if not live.variants:
@@ -312,6 +315,13 @@ class ServingPlane:
             await asyncio.gather(*(v.drain_and_stop(self.settings.drain_timeout_s) for v in retired),
                                  return_exceptions=True)
 
+    def _variant(self, live: LiveDeployment, spec: VariantSpec) -> Variant:
+        variant = Variant(live, spec, self.run_dir, self.settings)
+        rows = self.metrics.batch_rows.labels(live.spec.route, spec.name)
+        seconds = self.metrics.batch_seconds.labels(live.spec.route, spec.name)
+        variant.batcher.observers.append(lambda n, t: (rows.observe(n), seconds.observe(t)))
+        return variant
+
     def _index(self, live: LiveDeployment) -> None:
         for key, value in list(self.routes.items()):
             if value is live:
@@ -337,6 +347,21 @@ class ServingPlane:
         return live
 
     async def infer(self, live: LiveDeployment, columns: Columns, rows: int, *, target: str | None = None) -> InferenceResult:
+        started = time.perf_counter()
+        route = live.spec.route
+        try:
+            result = await self._infer(live, columns, rows, target)
+        except InvalidInput:
+            self.metrics.requests.labels(route, "bad_request").inc()
+            raise
+        except Exception:
+            self.metrics.requests.labels(route, "error").inc()
+            raise
+        self.metrics.requests.labels(route, "success").inc()
+        self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+        return result
+
+    async def _infer(self, live: LiveDeployment, columns: Columns, rows: int, target: str | None) -> InferenceResult:
         variant = live.pick(target)
         variant.last_request = time.monotonic()
         check_inputs(columns, variant.input_signature)
