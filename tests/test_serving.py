@@ -336,3 +336,94 @@ def test_python_model_with_its_own_requirements(server: Server, workspace: int, 
     assert reply.status_code == 200, reply.text
     assert [r["out"]["pretty"] for r in reply.json()] == ["1,234,567", "42"]
     assert [r["out"]["doubled"] for r in reply.json()] == [2469134, 84]
+
+
+def test_a_model_that_cannot_load_puts_the_deployment_in_error(server: Server, workspace: int, model_dir) -> None:
+    broken = model_dir / "broken-serving.onnx"
+    broken.write_bytes(b"definitely not onnx" * 20)
+    model = upload_model(server, workspace, "broken", broken, "onnx")
+    pipeline = create_pipeline(server, workspace, "broken-p", [model])
+    name = f"broken-p-{deploy(server, 'broken-p', pipeline)}"
+    status = wait_status(server, name, wanted=("Error",))
+    reasons = " ".join([*status["details"], *(e["reason"] or "" for e in status["engines"])])
+    assert "onnx" in reasons.lower() or "protobuf" in reasons.lower() or "load" in reasons.lower(), status
+    reply = infer_records(server, name, "broken-p", [{"dense_input": SEED_DENSE_INPUT}])
+    assert reply.status_code == 503 and "msg" in reply.json()
+
+
+def test_queue_depth_scales_up_and_copy_can_deploy(server: Server, workspace: int, ccfraud: dict) -> None:
+    source = create_pipeline(server, workspace, "busy-source", [ccfraud])
+    config = {"engine": {"replicas": 1, "autoscale": {"replica_min": 1, "replica_max": 2, "scale_down_idle_s": 600},
+                         "batch": {"max_batch_size": 64}}}
+    copied = server.post("/v1/api/pipelines/copy", {"name": "busy", "workspace_id": workspace,
+                                                    "source_pipeline": source["pipeline_pk_id"], "deploy": "busy",
+                                                    "engine_config": config}).json()
+    name = copied["deployment"]["name"]
+    wait_status(server, name)
+    stop = threading.Event()
+    rows = [{"dense_input": SEED_DENSE_INPUT}] * 200
+
+    def client() -> None:
+        with httpx.Client(headers={**server.headers, "Content-Type": "application/json; format=pandas-records"},
+                          timeout=60) as http:
+            while not stop.is_set():
+                assert http.post(f"{server.url}/v1/api/pipelines/infer/{name}/busy", json=rows).status_code == 200
+
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 60
+    try:
+        while len(server.post("/v1/api/status/get_deployment", {"name": name}).json()["engines"]) < 2:
+            assert time.monotonic() < deadline, "never scaled up"
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert wait_status(server, name)["status"] == "Running"
+    metrics = httpx.get(f"{server.url}/metrics", headers=server.headers).text
+    assert f'modelport_inference_requests_total{{deployment="{name}",outcome="success"}}' in metrics
+    assert f'modelport_replicas{{deployment="{name}",state="Running",variant="main"}} 2.0' in metrics
+    assert "modelport_batch_rows_bucket" in metrics
+    assert httpx.get(f"{server.url}/metrics").status_code == 401
+
+
+def test_copy_with_a_bad_deploy_creates_nothing(server: Server, workspace: int, ccfraud: dict) -> None:
+    source = create_pipeline(server, workspace, "copy-source", [ccfraud])
+    empty = server.post("/v1/api/pipelines/create", {"pipeline_id": "copy-empty", "workspace_id": workspace,
+                                                      "definition": {}}).json()
+    before = len(server.post("/v1/api/pipelines/list", {}).json()["pipelines"])
+    for body in (
+        {"name": "copy-a", "source_pipeline": source["pipeline_pk_id"], "deploy": "other-name"},
+        {"name": "copy-b", "source_pipeline": source["pipeline_pk_id"], "deploy": "copy-b",
+         "engine_config": {"engine": {"replicas": -1}}},
+        {"name": "copy-c", "source_pipeline": empty["pipeline_pk_id"], "deploy": "copy-c"},
+    ):
+        reply = server.post("/v1/api/pipelines/copy", {"workspace_id": workspace, **body})
+        assert reply.status_code == 400, reply.text
+    assert len(server.post("/v1/api/pipelines/list", {}).json()["pipelines"]) == before
+
+
+def test_wallaroo_json_format_and_v2_versions(server: Server, workspace: int, ccfraud: dict) -> None:
+    pipeline = create_pipeline(server, workspace, "formats", [ccfraud])
+    name = f"formats-{deploy(server, 'formats', pipeline)}"
+    wait_status(server, name)
+    version = pipeline["pipeline_variant_version"]
+    expected = infer_records(server, name, "formats", [{"dense_input": SEED_DENSE_INPUT}]).json()[0]["out"]["dense_1"]
+    reply = httpx.post(f"{server.url}/v1/api/pipelines/infer/{name}/formats", json={"dense_input": [SEED_DENSE_INPUT]},
+                       headers={**server.headers, "Content-Type": "application/json; format=wallaroo"})
+    assert reply.status_code == 200 and reply.json()[0]["out"]["dense_1"] == expected
+
+    base = f"{server.url}/v2/models/formats/versions/{version}"
+    assert httpx.get(f"{base}/ready", headers=server.headers).json() == {"name": "formats", "ready": True}
+    assert httpx.get(base, headers=server.headers).json()["versions"] == [version]
+    body = {"id": "req-1", "inputs": [{"name": "dense_input", "shape": [1, 29], "datatype": "FP64",
+                                       "data": SEED_DENSE_INPUT}]}
+    reply = httpx.post(f"{base}/infer", json=body, headers=server.headers).json()
+    assert reply["id"] == "req-1" and reply["model_version"] == version
+    assert reply["outputs"][0]["data"] == pytest.approx(expected)
+    missing = httpx.post(f"{server.url}/v2/models/formats/versions/00000000-0000-0000-0000-000000000000/infer",
+                         json=body, headers=server.headers)
+    assert missing.status_code == 404 and "error" in missing.json()
+    assert httpx.get(f"{server.url}/v2/health/ready").json() == {"ready": True}

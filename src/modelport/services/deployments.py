@@ -45,6 +45,12 @@ class DeploymentService:
         self._spawn(self.plane.apply(spec))
         return spec
 
+    def check_deployable(self, definition: dict[str, Any], engine_config: Any) -> None:
+        """Refuse now what `deploy` would refuse later, for operations that create something first (copy + deploy)."""
+        parse_engine_config(engine_config, default_idle_s=self.default_idle_s)
+        if not parse_definition(definition):
+            raise InvalidInput("the pipeline has no steps to deploy", field="source_pipeline")
+
     def _record(self, pipeline_pk: int, pipeline_version_pk: int, name: str, engine_config: Any,
                 scaling: Scaling, batching: Batching) -> DeploymentSpec:
         with self.db.session() as s:

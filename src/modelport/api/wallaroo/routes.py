@@ -190,11 +190,20 @@ async def list_pipelines(request: Request, body: schemas.ListPipelines = json_bo
 @router.post("/pipelines/copy", operation_id="wallaroo_copy_pipeline", openapi_extra=documented(schemas.CopyPipeline))
 async def copy_pipeline(request: Request, body: schemas.CopyPipeline = json_body(schemas.CopyPipeline),
                         principal: Principal = Depends(require_principal)) -> JSON:
-    if body.deploy is not None:
-        raise InvalidInput("deploying while copying is not supported yet: copy, then call pipelines/deploy",
+    if body.deploy is not None and body.deploy != body.name:
+        raise InvalidInput("deploy must be the new pipeline's name (a deployment is named after its pipeline)",
                            field="deploy")
+    platform = _platform(request)
+    if body.deploy is not None:
+        source = await run_in_threadpool(platform.pipelines.get, body.source_pipeline)
+        platform.deployments.check_deployable(source.latest.definition, body.engine_config)
     _, version = await run_in_threadpool(
-        _platform(request).pipelines.copy, body.source_pipeline, body.name, body.workspace_id,
-        body.pipeline_version, principal.name)
+        platform.pipelines.copy, body.source_pipeline, body.name, body.workspace_id, body.pipeline_version,
+        principal.name)
+    deployment = None
+    if body.deploy is not None:
+        spec = await platform.deployments.deploy(pipeline_pk=version.pipeline_pk, pipeline_version_pk=version.id,
+                                                 name=body.deploy, engine_config=body.engine_config)
+        deployment = {"id": spec.id, "deploy_id": spec.name, "name": spec.route}
     return JSON({"pipeline_pk_id": version.pipeline_pk, "pipeline_variant_pk_id": version.id,
-                 "pipeline_version": body.pipeline_version and version.version, "deployment": None})
+                 "pipeline_version": body.pipeline_version and version.version, "deployment": deployment})
