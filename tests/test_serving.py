@@ -427,3 +427,20 @@ def test_wallaroo_json_format_and_v2_versions(server: Server, workspace: int, cc
                          json=body, headers=server.headers)
     assert missing.status_code == 404 and "error" in missing.json()
     assert httpx.get(f"{server.url}/v2/health/ready").json() == {"ready": True}
+
+
+def test_undeploy_while_starting_leaves_no_process(server: Server, workspace: int, ccfraud: dict) -> None:
+    import subprocess
+
+    pipeline = create_pipeline(server, workspace, "hasty", [ccfraud])
+    deployment_id = deploy(server, "hasty", pipeline)
+    reply = server.post("/v1/api/pipelines/undeploy",
+                        {"pipeline_id": pipeline["pipeline_pk_id"], "deployment_id": deployment_id})
+    assert reply.status_code == 200
+    deadline = time.monotonic() + 30
+    while subprocess.run(["pgrep", "-f", f"engine-hasty-{deployment_id}-"], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "a replica of the undeployed deployment is still running"
+        time.sleep(0.2)
+    time.sleep(2)  # the start that was under way has finished by now; still nothing may run
+    assert subprocess.run(["pgrep", "-f", f"engine-hasty-{deployment_id}-"], capture_output=True).returncode != 0
+    assert server.post("/v1/api/status/get_deployment", {"name": f"hasty-{deployment_id}"}).status_code == 404

@@ -161,6 +161,9 @@ class Variant:
         except ReplicaFailed as exc:
             self.error = str(exc)
             self.batcher.fail_all(NotReady(f"no replica could start: {exc}"))
+            failed = [r for r in self.replicas if r.state == Replica.ERROR]
+            for r in failed[:-1]:  # keep the latest failure for the status, not one per attempt
+                self.replicas.remove(r)
 
     async def autoscale(self, now: float) -> None:
         scaling = self.spec.scaling
@@ -211,6 +214,7 @@ class LiveDeployment:
         self.spec = spec
         self.variants: list[Variant] = []
         self.error: str | None = None
+        self.removed = False  # set by `remove`; an `apply` still starting replicas then stops them instead
         self.started_at = time.time()
 
     def pick(self, target: str | None = None) -> Variant:
@@ -290,6 +294,9 @@ class ServingPlane:
                 live.variants = fresh  # first start: visible at once, so status shows Starting
             results = await asyncio.gather(*(v.start(self.resolve_environment) for v in fresh),
                                            return_exceptions=True)
+            if live.removed:  # undeployed while we were starting: nothing of this apply may keep running
+                await asyncio.gather(*(v.stop() for v in fresh), return_exceptions=True)
+                return
             failed = [(v, r) for v, r in zip(fresh, results) if isinstance(r, BaseException)]
             if failed:
                 live.error = f"variant {failed[0][0].name}: {failed[0][1]}"
@@ -333,6 +340,7 @@ class ServingPlane:
         live = self.deployments.pop(deployment_id, None)
         if live is None:
             return False
+        live.removed = True
         for key, value in list(self.routes.items()):
             if value is live:
                 del self.routes[key]
