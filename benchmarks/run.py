@@ -1,0 +1,331 @@
+"""`make bench`: modelport against MLServer and the raw ASGI floor, same model, same load, same machine, one run.
+
+Each server is pinned to core 0 (`taskset -c 0`, inherited by its replica processes) and driven by wrk pinned to
+core 1, POSTing the same Open Inference Protocol body. Results go to BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / ".bench"
+LUA = Path(__file__).with_name("post.lua")
+SERVER_CORE, LOAD_CORE = "0", "1"
+TOKEN = "mp_benchmark_admin_token_0123456789"
+V2_BODY = {"inputs": [{"name": "predict", "shape": [1, 4], "datatype": "FP32", "data": [[5.1, 3.5, 1.4, 0.2]]}]}
+RECORDS_BODY = [{"features": [5.1, 3.5, 1.4, 0.2]}]
+
+
+@dataclass
+class Result:
+    server: str
+    scenario: str
+    connections: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    rows_per_request: int = 1
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rps * self.rows_per_request
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def start(command: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen:
+    return subprocess.Popen(["taskset", "-c", SERVER_CORE, *command], stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, body: bytes, *, connections: int, duration: int, content_type: str = "application/json",
+        auth: str = "", accept: str = "") -> tuple[float, float, float, int]:
+    body_file = WORK / "body.bin"
+    body_file.write_bytes(body)
+    env = {**os.environ, "BODY_FILE": str(body_file), "CONTENT_TYPE": content_type, "AUTH": auth, "ACCEPT": accept}
+    out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
+                          "-s", str(LUA), url], capture_output=True, text=True, env=env, timeout=duration + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non_2xx.group(1)) if non_2xx else 0) + (sum(map(int, sockets.groups())) if sockets else 0)
+    return rps, p50, p99, errors
+
+
+def measure(server: str, scenario: str, url: str, body: bytes, args: argparse.Namespace, results: list[Result],
+            connections: tuple[int, ...] = (1, 64), rows: int = 1, **kwargs: str) -> None:
+    wrk(url, body, connections=16, duration=args.warmup, **kwargs)
+    for c in connections:
+        rps, p50, p99, errors = wrk(url, body, connections=c, duration=args.duration, **kwargs)
+        results.append(Result(server, scenario, c, rps, p50, p99, errors, rows))
+        print(f"  {server:10} {scenario:16} c={c:<3} {rps:9.0f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms"
+              + (f"  errors {errors}" if errors else ""), flush=True)
+
+
+# -- the servers ------------------------------------------------------------------------------------------------------
+
+def build_model() -> Path:
+    import joblib
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    path = WORK / "model" / "model.joblib"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x, y = load_iris(return_X_y=True)
+    joblib.dump(LogisticRegression(max_iter=500).fit(x, y), path)
+    return path
+
+
+def mlserver_python() -> Path:
+    venv = WORK / "mlserver-venv"
+    python = venv / "bin" / "python"
+    if not (venv / ".ready").exists():
+        print("installing MLServer 1.7 into .bench/mlserver-venv ...", flush=True)
+        uv = shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
+        subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
+        subprocess.run([uv, "pip", "install", "-q", "--python", str(python), "mlserver==1.7.*",
+                        "mlserver-sklearn==1.7.*", "uvloop<0.22"], check=True)
+        (venv / ".ready").touch()
+    return python
+
+
+def bench_mlserver(model: Path, args: argparse.Namespace, results: list[Result]) -> None:
+    python = mlserver_python()
+    folder = WORK / "mlserver"
+    (folder / "iris").mkdir(parents=True, exist_ok=True)
+    shutil.copy(model, folder / "iris" / "model.joblib")
+    port = free_port()
+    (folder / "settings.json").write_text(json.dumps({
+        "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(), "parallel_workers": 0,
+        "debug": False}))
+    (folder / "iris" / "model-settings.json").write_text(json.dumps({
+        "name": "iris", "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./model.joblib", "version": "v1"}}))
+    process = start([str(python.parent / "mlserver"), "start", str(folder)], WORK / "mlserver.log")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v2/models/iris/ready")
+        measure("MLServer", "V2 JSON", f"http://127.0.0.1:{port}/v2/models/iris/infer", json.dumps(V2_BODY).encode(),
+                args, results)
+    finally:
+        stop(process)
+
+
+def bench_floor(args: argparse.Namespace, results: list[Result]) -> None:
+    port = free_port()
+    process = start([sys.executable, "-m", "uvicorn", "hello_asgi:app", "--port", str(port), "--http", "httptools",
+                     "--loop", "uvloop", "--no-access-log", "--log-level", "warning"], WORK / "floor.log",
+                    cwd=Path(__file__).parent)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/")
+        measure("ASGI floor", "V2 JSON", f"http://127.0.0.1:{port}/v2/models/iris/infer",
+                json.dumps(V2_BODY).encode(), args, results)
+    finally:
+        stop(process)
+
+
+def start_modelport(home: Path) -> tuple[subprocess.Popen, str]:
+    shutil.rmtree(home, ignore_errors=True)
+    port = free_port()
+    process = start([sys.executable, "-m", "modelport.cli", "serve", "--port", str(port), "--home", str(home),
+                     "--log-level", "warning"], WORK / "modelport.log", env={"MODELPORT_ADMIN_TOKEN": TOKEN})
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/healthz")
+    return process, url
+
+
+def bench_modelport(model: Path, args: argparse.Namespace, results: list[Result]) -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    import modelport
+
+    process, url = start_modelport(WORK / "modelport-home")
+    try:
+        client = modelport.Client(url, TOKEN)
+        client.set_workspace("bench")
+        version = client.wait_for_model(client.upload_model("iris", model, framework="sklearn"))
+        deployment = client.deploy(client.build_pipeline("iris", [version]))
+        auth = f"Bearer {TOKEN}"
+        measure("modelport", "V2 JSON", f"{url}/v2/models/iris/infer", json.dumps(V2_BODY).encode(), args, results,
+                auth=auth)
+        records_url = f"{url}/v1/api/pipelines/infer/{deployment.name}/iris"
+        measure("modelport", "pandas-records", records_url, json.dumps(RECORDS_BODY).encode(), args, results,
+                connections=(64,), auth=auth, content_type="application/json; format=pandas-records")
+        rows = np.random.default_rng(0).normal(size=(10_000, 4))
+        table = pa.table({"features": pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), 4)})
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        arrow = "application/vnd.apache.arrow.file"
+        measure("modelport", "Arrow 10k rows", records_url, sink.getvalue().to_pybytes(), args, results,
+                connections=(4,), rows=10_000, auth=auth, content_type=arrow, accept=arrow)
+    finally:
+        stop(process)
+
+
+def bench_memory(model: Path, cycles: int) -> tuple[int, int, float]:
+    """RSS of the API process after the first and the last of `cycles` redeploys (two versions, alternating)."""
+    import modelport
+
+    process, url = start_modelport(WORK / "modelport-memory")
+    try:
+        client = modelport.Client(url, TOKEN)
+        client.set_workspace("memory")
+        version = client.wait_for_model(client.upload_model("iris", model, framework="sklearn"))
+        pipelines = [client.build_pipeline("iris", [version]), client.build_pipeline("iris", [version])]
+        first = last = 0
+        started = time.monotonic()
+        for cycle in range(1, cycles + 1):
+            pipeline = pipelines[cycle % 2]
+            deployment = client.deploy(pipeline)
+            body = json.dumps(V2_BODY).encode()
+            for _ in range(20):
+                httpx.post(f"{url}/v2/models/iris/infer", content=body, headers={"Authorization": f"Bearer {TOKEN}"})
+            while {e["pipeline_version"] for e in client.status(deployment)["engines"]} != {pipeline.latest.version}:
+                time.sleep(0.05)
+            rss = _rss_kib(process.pid)
+            if cycle == 1:
+                first = rss
+            last = rss
+            if cycle % 50 == 0:
+                print(f"  cycle {cycle}: API process RSS {rss / 1024:.1f} MiB", flush=True)
+        return first, last, time.monotonic() - started
+    finally:
+        stop(process)
+
+
+def _rss_kib(pid: int) -> int:
+    """The modelport API process: the python child of `taskset` (taskset execs, so it is the same pid)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+# -- report -------------------------------------------------------------------------------------------------------------
+
+def find(results: list[Result], server: str, scenario: str, c: int) -> Result | None:
+    return next((r for r in results if (r.server, r.scenario, r.connections) == (server, scenario, c)), None)
+
+
+def report(results: list[Result], memory: tuple[int, int, float] | None, args: argparse.Namespace) -> str:
+    lines = ["# Benchmarks", "",
+             f"Measured by `make bench` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores: each server pinned to "
+             f"core {SERVER_CORE} (with its replica processes), wrk pinned to core {LOAD_CORE}, {args.duration} s per "
+             f"point after a {args.warmup} s warm-up. Model: scikit-learn LogisticRegression on iris, trained at run "
+             "time. MLServer 1.7 (mlserver-sklearn, parallel_workers=0, the fastest setting in the reference figures). "
+             "The floor is a raw ASGI app on uvicorn + httptools answering a fixed body. modelport requests carry a "
+             "bearer token (MLServer's and the floor's do not).", "",
+             "| server | endpoint | connections | req/s | p50 ms | p99 ms | rows/s | non-2xx |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r.server} | {r.scenario} | {r.connections} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
+                     f"{r.rows_per_s:,.0f} | {r.errors} |")
+    lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    mp64, ml64, fl64 = (find(results, s, "V2 JSON", 64) for s in ("modelport", "MLServer", "ASGI floor"))
+    mp1, ml1 = find(results, "modelport", "V2 JSON", 1), find(results, "MLServer", "V2 JSON", 1)
+    records, arrow = find(results, "modelport", "pandas-records", 64), find(results, "modelport", "Arrow 10k rows", 4)
+
+    def row(target: str, value: float | None, ok: bool | None, fmt: str = "{:.2f}") -> None:
+        lines.append(f"| {target} | {fmt.format(value) if value is not None else 'not measured'} | "
+                     f"{'yes' if ok else 'no' if ok is not None else '-'} |")
+
+    if mp64 and ml64:
+        row("c=64 req/s modelport / MLServer >= 5", mp64.rps / ml64.rps, mp64.rps / ml64.rps >= 5)
+        row("c=64 p99 modelport / MLServer <= 0.2", mp64.p99_ms / ml64.p99_ms, mp64.p99_ms / ml64.p99_ms <= 0.2)
+    if mp64 and fl64:
+        row("c=64 req/s modelport / ASGI floor >= 0.5", mp64.rps / fl64.rps, mp64.rps / fl64.rps >= 0.5)
+    if mp1 and ml1:
+        row("c=1 p50 modelport / MLServer <= 0.5", mp1.p50_ms / ml1.p50_ms, mp1.p50_ms / ml1.p50_ms <= 0.5)
+    if records and mp64:
+        row("pandas-records req/s vs V2 (V2 / records <= 1.5)", mp64.rps / records.rps, mp64.rps / records.rps <= 1.5)
+    if arrow:
+        row("Arrow 10,000-row requests, rows/s >= 1,000,000", arrow.rows_per_s, arrow.rows_per_s >= 1_000_000, "{:,.0f}")
+    if memory:
+        first, last, seconds = memory
+        growth = (last - first) / first
+        row(f"API RSS after {args.memory_cycles} redeploys within 10% of cycle 1 "
+            f"({first / 1024:.1f} -> {last / 1024:.1f} MiB, {seconds:.0f} s)", growth * 100, abs(growth) <= 0.10,
+            "{:+.1f}%")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--memory-cycles", type=int, default=200)
+    parser.add_argument("--only", choices=["mlserver", "floor", "modelport", "memory"], action="append")
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = parser.parse_args()
+    if not shutil.which("wrk") or not shutil.which("taskset"):
+        sys.exit("wrk and taskset are needed: apt-get install wrk util-linux")
+    WORK.mkdir(exist_ok=True)
+    model = build_model()
+    results: list[Result] = []
+    only = set(args.only or ["mlserver", "floor", "modelport", "memory"])
+    if "floor" in only:
+        bench_floor(args, results)
+    if "mlserver" in only:
+        bench_mlserver(model, args, results)
+    if "modelport" in only:
+        bench_modelport(model, args, results)
+    memory = bench_memory(model, args.memory_cycles) if "memory" in only else None
+    text = report(results, memory, args)
+    print(text)
+    if not args.only:
+        notes = args.output.read_text().split("## Notes", 1)[1] if args.output.exists() and "## Notes" in args.output.read_text() else None
+        args.output.write_text(text + ("\n## Notes" + notes if notes else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
