@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 
-.PHONY: serve test test-postgres clean
+.PHONY: serve test test-postgres bench clean
 
 $(READY): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,3 +25,8 @@ test-postgres: $(READY)
 
 clean:
 	rm -rf $(VENV) .modelport .pytest_cache
+
+# Side-by-side benchmark (MLServer, modelport, raw ASGI floor); writes BENCHMARKS.md. Needs wrk (Debian package).
+bench: $(READY)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python benchmarks/run.py

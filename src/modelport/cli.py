@@ -53,7 +53,8 @@ def serve(
                 _print_banner(settings, created[0] if created else None)
 
     config = uvicorn.Config(application, host=settings.host, port=settings.port, log_level=log_level,
-                            access_log=False, timeout_graceful_shutdown=10)
+                            access_log=False, timeout_graceful_shutdown=10, proxy_headers=False,
+                            server_header=False, date_header=False)
     Server(config).run()
 
 

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from modelport import __version__
 from modelport.api import errors as error_faces
+from modelport.api import fastpath
 from modelport.api.responses import JSON
 from modelport.api.security import require_principal
 from modelport.domain.errors import InvalidInput, ModelportError, NotFound
@@ -96,27 +97,56 @@ async def model_version_ready(name: str, version: str, request: Request) -> JSON
     return _ready(live, _variant(live, version))
 
 
-async def _infer(request: Request, name: str, version: str | None) -> Response:
-    live = _deployment(request, name)
-    header = request.headers.get("inference-header-content-length")
+# MLServer's names for scikit-learn outputs, accepted as aliases of ours.
+_ALIASES = {"predict": "predictions", "predict_proba": "probabilities"}
+
+
+async def infer(request: fastpath.Request) -> fastpath.Reply:
+    """POST /v2/models/{name}[/versions/{version}]/infer: JSON or binary tensors (Inference-Header-Content-Length).
+    Without `outputs`, a model's primary outputs come back (scikit-learn: predictions; ask for probabilities)."""
+    rest = request.path[len("/v2/models/"):-len("/infer")]
+    name, _, version = rest.partition("/versions/")
+    if not name or "/" in name or "/" in version:
+        raise NotFound(f"no such route {request.path!r}")
+    plane = request.platform.plane
+    live = plane.routes.get(name)
+    if live is None:
+        raise NotFound(f"model {name!r} is not deployed", field="model")
+    header = request.headers.get(b"inference-header-content-length")
     if header is not None and not header.isdigit():
         raise InvalidInput("Inference-Header-Content-Length must be a number")
-    parsed = codecs.v2_request(await request.body(), int(header) if header else None)
-    plane = request.app.state.platform.deployments.plane
-    result = await plane.infer(live, parsed.columns, parsed.rows, target=version)
+    parsed = codecs.v2_request(request.body, int(header) if header else None)
+    wanted = frozenset(_ALIASES.get(n, n) for n in parsed.outputs) if parsed.outputs else None
+    result = await plane.infer(live, parsed.columns, parsed.rows, target=version or None, outputs=wanted,
+                               default_outputs=True)
+    if parsed.outputs:
+        renamed = {}
+        for asked in parsed.outputs:
+            ours = _ALIASES.get(asked, asked)
+            if ours not in result.outputs:
+                raise InvalidInput(f"the model has no output {asked!r}", field="outputs")
+            renamed[asked] = result.outputs[ours]
+        outputs, parsed.outputs = renamed, None
+    else:
+        outputs = result.outputs
     body, json_length = codecs.v2_response(live.spec.pipeline_name, result.variant.spec.pipeline_version, parsed,
-                                           result.outputs)
+                                           outputs)
     if json_length is None:
-        return Response(body, media_type="application/json")
-    return Response(body, media_type="application/octet-stream",
-                    headers={"Inference-Header-Content-Length": str(json_length)})
+        return fastpath.Reply(body)
+    return fastpath.Reply(body, b"application/octet-stream",
+                          headers=((b"inference-header-content-length", str(json_length).encode()),))
 
 
-@router.post("/models/{name}/infer", operation_id="v2_model_infer")
-async def model_infer(name: str, request: Request) -> Response:
-    return await _infer(request, name, None)
-
-
-@router.post("/models/{name}/versions/{version}/infer", operation_id="v2_model_version_infer")
-async def model_version_infer(name: str, version: str, request: Request) -> Response:
-    return await _infer(request, name, version)
+_INFER_OPERATION = {
+    "summary": "Open Inference Protocol inference",
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object", "required": ["inputs"],
+                    "properties": {"id": {"type": "string"}, "parameters": {"type": "object"},
+                                   "inputs": {"type": "array", "items": {"type": "object"}},
+                                   "outputs": {"type": "array", "items": {"type": "object"}}}}}}},
+    "responses": {"200": {"description": "outputs"}, "400": {"description": "{\"error\": ...}"}},
+    "security": [{"bearer": []}], "tags": ["open-inference-protocol"],
+}
+fastpath.register(fastpath.Route("/v2/models/", "/infer", infer, "/v2/models/{name}/infer",
+                                 {"operationId": "v2_model_infer", **_INFER_OPERATION}))
+fastpath.register(fastpath.Route("/v2/models/", "/infer", infer, "/v2/models/{name}/versions/{version}/infer",
+                                 {"operationId": "v2_model_version_infer", **_INFER_OPERATION}))

@@ -28,6 +28,11 @@ class ModelSpec:
     path: str
     requirements: tuple[str, ...] = ()
 
+    @property
+    def tag(self) -> str:
+        """Wallaroo's `last_model` metadata: a JSON string naming the model and its sha."""
+        return f'{{"model_name":"{self.name}","model_sha":"{self.sha}"}}'
+
 
 @dataclass(frozen=True)
 class Scaling:

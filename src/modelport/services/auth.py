@@ -42,6 +42,7 @@ class AuthService:
         self.db = db
         self.cache_s = cache_s
         self._cache: dict[str, tuple[Principal, float]] = {}
+        self._hot: dict[str, tuple[Principal, float]] = {}
 
     def bootstrap_admin(self, preset: str | None) -> str | None:
         """Create the first admin token if there is none; return its plaintext (only this once), else None."""
@@ -78,13 +79,14 @@ class AuthService:
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
             self._cache = {k: v for k, v in self._cache.items() if v[0].token_id != token_id}
+            self._hot = {k: v for k, v in self._hot.items() if v[0].token_id != token_id}
             return _info(row)
 
     def cached(self, token: str | None) -> Principal | None:
         """The principal for a recently verified token, without I/O (safe to call on the event loop)."""
         if not token:
             return None
-        hit = self._cache.get(hash_token(token))
+        hit = self._hot.get(token)
         return hit[0] if hit is not None and hit[1] > time.monotonic() else None
 
     def authenticate(self, token: str | None) -> Principal:
@@ -98,9 +100,13 @@ class AuthService:
             row = s.scalar(select(ApiToken).where(ApiToken.token_hash == digest))
             if row is None or row.revoked_at is not None:
                 self._cache.pop(digest, None)
+                self._hot.pop(token, None)
                 raise Unauthenticated("unknown or revoked token")
             principal = Principal(row.id, row.name, row.kind)
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[digest] = (principal, time.monotonic() + self.cache_s)
+            self._hot.clear()
+        entry = (principal, time.monotonic() + self.cache_s)
+        self._cache[digest] = entry
+        self._hot[token] = entry  # keyed by the token itself: a cache hit costs no hashing
         return principal

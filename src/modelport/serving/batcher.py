@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from modelport.domain.errors import NotReady
 from modelport.serving.replica import BatchRejected, Replica, ReplicaFailed
 from modelport.serving.runtimes import Columns
 
@@ -37,11 +38,13 @@ class Pending:
     enqueued: float = field(default_factory=time.perf_counter)
     retried: bool = False
     alone: bool = False  # run in a batch of its own (its batch was refused for bad input)
+    outputs: frozenset[str] | None = None
 
 
-def signature_of(columns: Columns) -> tuple[Any, ...]:
-    """Requests can share a batch when their columns agree in name, dtype and row shape."""
-    return tuple((name, a.dtype.str, a.shape[1:]) for name, a in columns.items())
+def signature_of(columns: Columns, outputs: frozenset[str] | None) -> tuple[Any, ...]:
+    """Requests can share a batch when their columns agree in name, dtype and row shape, and they want the same
+    outputs."""
+    return (outputs, *((name, a.dtype, a.shape[1:]) for name, a in columns.items()))
 
 
 def concat(batch: list[Pending]) -> Columns:
@@ -70,6 +73,7 @@ class Batcher:
         self.queue: deque[Pending] = deque()
         self.idle: deque[Replica] = deque()
         self.busy: set[Replica] = set()
+        self.running: dict[Replica, tuple[float, list[Pending]]] = {}  # batch start time, its requests
         self.in_flight_batches = 0
         self._timer: asyncio.TimerHandle | None = None
         self._drained = asyncio.Event()
@@ -91,9 +95,9 @@ class Batcher:
         return len(self.idle) + len(self.busy)
 
     # -- requests --------------------------------------------------------------------------------------------------
-    def submit(self, columns: Columns, rows: int) -> asyncio.Future[BatchResult]:
+    def submit(self, columns: Columns, rows: int, outputs: frozenset[str] | None = None) -> asyncio.Future[BatchResult]:
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        self.queue.append(Pending(columns, rows, signature_of(columns), future))
+        self.queue.append(Pending(columns, rows, signature_of(columns, outputs), future, outputs=outputs))
         self._drained.clear()
         self._dispatch()
         return future
@@ -111,6 +115,25 @@ class Batcher:
             if not pending.future.done():
                 pending.future.set_exception(error)
         self._update_drained()
+
+    def expire(self, *, queue_timeout_s: float, batch_timeout_s: float, now: float | None = None) -> list[Replica]:
+        """Fail requests that waited longer than `queue_timeout_s` for a replica, and the requests of batches running
+        longer than `batch_timeout_s`; return the replicas stuck on such batches (the caller replaces them).
+        Called about once a second instead of arming a timer per request."""
+        now = time.perf_counter() if now is None else now
+        while self.queue and now - self.queue[0].enqueued > queue_timeout_s:
+            pending = self.queue.popleft()
+            if not pending.future.done():
+                pending.future.set_exception(NotReady(f"no replica answered within {queue_timeout_s:.0f} s"))
+        stuck = []
+        for replica, (started, batch) in list(self.running.items()):
+            if now - started > batch_timeout_s:
+                stuck.append(replica)
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(NotReady(f"the model did not answer within {batch_timeout_s:.0f} s"))
+        self._update_drained()
+        return stuck
 
     def _update_drained(self) -> None:
         if not self.queue and self.in_flight_batches == 0:
@@ -161,9 +184,10 @@ class Batcher:
     async def _run(self, replica: Replica, batch: list[Pending]) -> None:
         rows = sum(p.rows for p in batch)
         started = time.perf_counter()
+        self.running[replica] = (started, batch)
         lost = False
         try:
-            outputs, elapsed = await replica.infer(concat(batch), rows)
+            outputs, elapsed = await replica.infer(concat(batch), rows, batch[0].outputs)
         except ReplicaFailed as exc:
             lost = True
             for p in batch:  # the replica died under this batch: give each request one more chance elsewhere
@@ -191,6 +215,7 @@ class Batcher:
             for observe in self.observers:
                 observe(rows, seconds)
         finally:
+            self.running.pop(replica, None)
             self.in_flight_batches -= 1
             self.busy.discard(replica)
             if lost:

@@ -33,6 +33,16 @@ log = logging.getLogger(__name__)
 EnvironmentResolver = Callable[[VariantSpec], Awaitable[str | None]]
 
 
+@dataclass(frozen=True)
+class Meters:
+    """A deployment's metric children, bound once: `labels()` lookups cost more than the increments."""
+
+    succeeded: Any
+    bad_request: Any
+    failed: Any
+    latency: Any
+
+
 @dataclass
 class InferenceResult:
     outputs: Columns
@@ -202,6 +212,15 @@ class Variant:
                 return r.models[0].get("signature")
         return None
 
+    @property
+    def default_outputs(self) -> frozenset[str] | None:
+        """The last step's outputs not marked optional (None: all of them)."""
+        models = self.models()
+        outputs = (models[-1].get("signature") or {}).get("outputs") if models else None
+        if not outputs or not any(o.get("optional") for o in outputs):
+            return None
+        return frozenset(o["name"] for o in outputs if not o.get("optional"))
+
     def models(self) -> list[dict[str, Any]]:
         for r in self.replicas:
             if r.models:
@@ -215,6 +234,7 @@ class LiveDeployment:
         self.variants: list[Variant] = []
         self.error: str | None = None
         self.removed = False  # set by `remove`; an `apply` still starting replicas then stops them instead
+        self.meters: Meters | None = None
         self.started_at = time.time()
 
     def pick(self, target: str | None = None) -> Variant:
@@ -267,7 +287,7 @@ class ServingPlane:
         self._autoscaler: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._autoscaler = asyncio.get_running_loop().create_task(self._autoscale_forever())
+        self._autoscaler = asyncio.get_running_loop().create_task(self._housekeeping())
 
     async def close(self) -> None:
         if self._autoscaler is not None:
@@ -354,38 +374,45 @@ class ServingPlane:
             raise NotFound(f"no live deployment {route!r}", field="deployment")
         return live
 
-    async def infer(self, live: LiveDeployment, columns: Columns, rows: int, *, target: str | None = None) -> InferenceResult:
+    async def infer(self, live: LiveDeployment, columns: Columns, rows: int, *, target: str | None = None,
+                    outputs: frozenset[str] | None = None, default_outputs: bool = False) -> InferenceResult:
+        """Run one request through the deployment. `outputs` limits what is computed; `default_outputs` asks for the
+        model's primary outputs only when `outputs` is not given (the Open Inference Protocol's convention)."""
         started = time.perf_counter()
-        route = live.spec.route
+        meters = live.meters or self._meters(live)
         try:
-            result = await self._infer(live, columns, rows, target)
+            variant = live.pick(target)
+            variant.last_request = time.monotonic()
+            check_inputs(columns, variant.input_signature)
+            if outputs is None and default_outputs:
+                outputs = variant.default_outputs
+            result = await self._run(live, variant, columns, rows, outputs)
         except InvalidInput:
-            self.metrics.requests.labels(route, "bad_request").inc()
+            meters.bad_request.inc()
             raise
         except Exception:
-            self.metrics.requests.labels(route, "error").inc()
+            meters.failed.inc()
             raise
-        self.metrics.requests.labels(route, "success").inc()
-        self.metrics.latency.labels(route).observe(time.perf_counter() - started)
+        meters.succeeded.inc()
+        meters.latency.observe(time.perf_counter() - started)
         return result
 
-    async def _infer(self, live: LiveDeployment, columns: Columns, rows: int, target: str | None) -> InferenceResult:
-        variant = live.pick(target)
-        variant.last_request = time.monotonic()
-        check_inputs(columns, variant.input_signature)
+    def _meters(self, live: LiveDeployment) -> Meters:
+        route = live.spec.route
+        requests, latency = self.metrics.requests, self.metrics.latency
+        live.meters = Meters(requests.labels(route, "success"), requests.labels(route, "bad_request"),
+                             requests.labels(route, "error"), latency.labels(route))
+        return live.meters
+
+    async def _run(self, live: LiveDeployment, variant: Variant, columns: Columns, rows: int,
+                   outputs: frozenset[str] | None) -> InferenceResult:
         if variant.batcher.replicas == 0:
             if variant.status == DeploymentStatus.ERROR and variant.spec.scaling.minimum > 0:
                 raise NotReady(f"deployment {live.spec.name!r} is failing: {variant.error}")
             variant.ensure_capacity()
-            timeout = self.settings.cold_start_timeout_s
-        else:
-            timeout = self.settings.request_timeout_s
-        future = variant.batcher.submit(columns, rows)
+        # No timer per request: the housekeeping loop expires requests that wait too long (see `_housekeeping`).
         try:
-            result: BatchResult = await asyncio.wait_for(asyncio.shield(future), timeout)
-        except asyncio.TimeoutError:
-            future.cancel()
-            raise NotReady(f"deployment {live.spec.name!r} did not answer within {timeout:.0f} s") from None
+            result: BatchResult = await variant.batcher.submit(columns, rows, outputs)
         except BatchRejected as exc:
             if exc.kind == "input":
                 raise InvalidInput(exc.args[0]) from None
@@ -394,16 +421,29 @@ class ServingPlane:
             raise NotReady(str(exc)) from None
         return InferenceResult(result.outputs, variant, result.replica, result.elapsed)
 
-    async def _autoscale_forever(self) -> None:
+    async def _housekeeping(self) -> None:
+        """Housekeeping, about once a second: expire requests that waited too long, replace replicas stuck on a
+        batch, and autoscale."""
         while True:
             await asyncio.sleep(self.settings.autoscale_interval_s)
             now = time.monotonic()
             for live in list(self.deployments.values()):
                 for variant in list(live.variants):
                     try:
+                        self._expire(variant)
                         await variant.autoscale(now)
                     except Exception:
-                        log.exception("autoscaling %s failed", variant.name)
+                        log.exception("housekeeping of %s failed", variant.name)
+
+    def _expire(self, variant: Variant) -> None:
+        waiting_limit = (self.settings.cold_start_timeout_s if variant.batcher.replicas == 0
+                         else self.settings.request_timeout_s)
+        for replica in variant.batcher.expire(queue_timeout_s=waiting_limit,
+                                              batch_timeout_s=self.settings.request_timeout_s):
+            log.warning("replica %s did not answer a batch within %s s: replacing it", replica.name,
+                        self.settings.request_timeout_s)
+            if replica.process is not None:
+                replica.process.kill()  # its watcher restarts it
 
 
 async def _base_python(_: VariantSpec) -> str | None:

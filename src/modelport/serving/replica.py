@@ -96,8 +96,11 @@ class Replica:
         if self.on_exit is not None:
             self.on_exit(self)
 
-    async def infer(self, columns: Columns, rows: int) -> tuple[Columns, list[int]]:
-        header, outputs = await self._round_trip({"op": "infer", "rows": rows}, columns)
+    async def infer(self, columns: Columns, rows: int, outputs: frozenset[str] | None = None) -> tuple[Columns, list[int]]:
+        request = {"op": "infer", "rows": rows}
+        if outputs:
+            request["outputs"] = sorted(outputs)
+        header, outputs = await self._round_trip(request, columns)
         if not header.get("ok"):
             raise BatchRejected(header.get("kind", "model"), header.get("error", "the model failed"))
         return outputs, header.get("elapsed", [])

@@ -29,7 +29,8 @@ class Runtime(Protocol):
     def signature(self) -> dict[str, Any]:
         """{"inputs": [{"name", "datatype", "shape"}], "outputs": [...]}; -1 marks a variable dimension."""
 
-    def predict(self, columns: Columns) -> Columns: ...
+    def predict(self, columns: Columns, outputs: frozenset[str] | None = None) -> Columns:
+        """`outputs` names what the caller wants (None: everything); a runtime may skip work for the rest."""
 
 
 class OnnxRuntime:
@@ -50,7 +51,7 @@ class OnnxRuntime:
 
         return {"inputs": [describe(i) for i in self.inputs], "outputs": [describe(o) for o in self.outputs]}
 
-    def predict(self, columns: Columns) -> Columns:
+    def predict(self, columns: Columns, outputs: frozenset[str] | None = None) -> Columns:
         feed = {}
         for arg in self.inputs:
             if arg.name not in columns:
@@ -78,9 +79,15 @@ def _feature_matrix(columns: Columns, feature_names: list[str] | None) -> np.nda
 
 
 class SklearnRuntime:
+    """predict, and predict_proba when the model has it. Callers that name their outputs (the Open Inference
+    Protocol does) get only those computed: scikit-learn's per-call validation costs more than a small model."""
+
     def __init__(self, path: Path) -> None:
         import joblib
+        import sklearn
 
+        # We check inputs ourselves (shape, finiteness) before calling the model, so scikit-learn need not.
+        sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
         self.model = joblib.load(path)
         if not callable(getattr(self.model, "predict", None)):
             raise TypeError(f"the loaded object ({type(self.model).__name__}) has no predict method")
@@ -98,13 +105,15 @@ class SklearnRuntime:
         outputs = [{"name": "predictions", "datatype": "FP64", "shape": [-1]}]
         if self.has_proba:
             classes = getattr(self.model, "classes_", [])
-            outputs.append({"name": "probabilities", "datatype": "FP64", "shape": [-1, len(classes)]})
+            outputs.append({"name": "probabilities", "datatype": "FP64", "shape": [-1, len(classes)], "optional": True})
         return {"inputs": inputs, "outputs": outputs, "classes": [_plain(c) for c in getattr(self.model, "classes_", [])]}
 
-    def predict(self, columns: Columns) -> Columns:
-        matrix = _feature_matrix(columns, self.feature_names)
-        out: Columns = {"predictions": np.asarray(self.model.predict(matrix))}
-        if self.has_proba:
+    def predict(self, columns: Columns, outputs: frozenset[str] | None = None) -> Columns:
+        matrix = _checked(_feature_matrix(columns, self.feature_names))
+        out: Columns = {}
+        if outputs is None or "predictions" in outputs:
+            out["predictions"] = np.asarray(self.model.predict(matrix))
+        if self.has_proba and (outputs is None or "probabilities" in outputs):
             out["probabilities"] = np.asarray(self.model.predict_proba(matrix))
         return out
 
@@ -125,7 +134,7 @@ class XGBoostRuntime:
             inputs = [{"name": "inputs", "datatype": "FP32", "shape": [-1, self.n_features]}]
         return {"inputs": inputs, "outputs": [{"name": "predictions", "datatype": "FP32", "shape": [-1]}]}
 
-    def predict(self, columns: Columns) -> Columns:
+    def predict(self, columns: Columns, outputs: frozenset[str] | None = None) -> Columns:
         import xgboost
 
         matrix = _feature_matrix(columns, self.feature_names)
@@ -160,7 +169,7 @@ class PythonRuntime:
     def signature(self) -> dict[str, Any]:
         return {"inputs": [], "outputs": []}
 
-    def predict(self, columns: Columns) -> Columns:
+    def predict(self, columns: Columns, outputs: frozenset[str] | None = None) -> Columns:
         import pandas as pd
 
         frame = pd.DataFrame({k: list(v) if v.ndim > 1 else v for k, v in columns.items()})
@@ -168,6 +177,12 @@ class PythonRuntime:
         if not isinstance(result, pd.DataFrame):
             raise TypeError(f"predict returned {type(result).__name__}, expected a pandas DataFrame")
         return {str(c): _column_array(result[c]) for c in result.columns}
+
+
+def _checked(matrix: np.ndarray) -> np.ndarray:
+    if matrix.dtype.kind == "f" and not np.isfinite(matrix).all():
+        raise ValueError("the input holds NaN or infinite values")
+    return matrix
 
 
 def _column_array(series: Any) -> np.ndarray:

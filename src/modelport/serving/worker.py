@@ -7,6 +7,7 @@ whether loading worked; after that stdout and stderr are its log.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -33,12 +34,13 @@ class Pipeline:
             self.models.append({"name": model["name"], "version": model["version"], "sha": model["sha"],
                                 "signature": runtime.signature()})
 
-    def run(self, columns: Columns) -> tuple[Columns, list[int]]:
-        """Outputs of the last step, and the nanoseconds each step took."""
+    def run(self, columns: Columns, outputs: frozenset[str] | None = None) -> tuple[Columns, list[int]]:
+        """Outputs of the last step (only `outputs`, when named), and the nanoseconds each step took."""
         elapsed = []
-        for runtime in self.steps:
+        last = len(self.steps) - 1
+        for i, runtime in enumerate(self.steps):
             start = time.perf_counter_ns()
-            columns = runtime.predict(columns)
+            columns = runtime.predict(columns, outputs if i == last else None)
             elapsed.append(time.perf_counter_ns() - start)
         return columns, elapsed
 
@@ -64,7 +66,8 @@ def _serve_connection(pipeline: Pipeline, conn: socket.socket) -> None:
             conn.sendall(b"".join(wire.encode({"ok": True})))
             continue
         try:
-            outputs, elapsed = pipeline.run(columns)
+            wanted = header.get("outputs")
+            outputs, elapsed = pipeline.run(columns, frozenset(wanted) if wanted else None)
             rows = header.get("rows")
             for name, array in outputs.items():
                 if rows is not None and (array.ndim == 0 or len(array) != rows):
@@ -90,6 +93,8 @@ def main(argv: list[str]) -> int:
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
         return 3
     np.seterr(all="ignore")
+    gc.collect()
+    gc.freeze()  # the loaded models never die: keep them out of collections that would stall batches
     serve(pipeline, spec["socket"])
     return 0
 

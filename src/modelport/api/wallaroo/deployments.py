@@ -8,8 +8,9 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
+from starlette.datastructures import QueryParams
 
+from modelport.api import fastpath
 from modelport.api.bodies import documented, json_body
 from modelport.api.responses import JSON
 from modelport.api.security import require_principal
@@ -111,29 +112,45 @@ def _decode(content_type: str, body: bytes) -> tuple[codecs.Columns, int, bool]:
                                f"application/json; format=wallaroo or {ARROW}")
 
 
-@router.post("/pipelines/infer/{deployment}/{pipeline}", operation_id="wallaroo_infer")
-async def infer(deployment: str, pipeline: str, request: Request) -> Response:
-    """pandas-records JSON, Wallaroo JSON or an Arrow IPC file in; the same format out (or per Accept)."""
+INFER_PREFIX = f"{PREFIX}/pipelines/infer/"
+
+
+async def infer(request: fastpath.Request) -> fastpath.Reply:
+    """POST /v1/api/pipelines/infer/<deploy_id>-<id>/<pipeline>: pandas-records JSON, Wallaroo JSON or an Arrow IPC
+    file in; the same format out (or as Accept asks)."""
     started = time.perf_counter_ns()
-    plane = _platform(request).deployments.plane
+    deployment, _, pipeline = request.path[len(INFER_PREFIX):].partition("/")
+    plane = request.platform.plane
     live = plane.routes.get(deployment)
     if live is None or live.spec.route != deployment or live.spec.pipeline_name != pipeline:
         raise NotFound(f"no live deployment {deployment!r} of pipeline {pipeline!r}", field="deployment")
-    columns, rows, arrow_in = _decode(request.headers.get("content-type", ""), await request.body())
+    content_type = request.header(b"content-type")
+    columns, rows, arrow_in = _decode(content_type, request.body)
     result = await plane.infer(live, columns, rows)
     last = result.variant.spec.steps[-1][0]
     answer = codecs.Answer(columns, result.outputs, rows, time.time_ns() // 1_000_000, {
-        "last_model": orjson.dumps({"model_name": last.name, "model_sha": last.sha}).decode(),
+        "last_model": last.tag,
         "pipeline_version": result.variant.spec.pipeline_version,
         "elapsed": [sum(result.elapsed), time.perf_counter_ns() - started],
         "dropped": [], "partition": result.replica,
     })
-    dataset = codecs.DatasetFilter.from_query(request.query_params)
-    _platform(request).inference_log.record(live, result, answer)
-    accept = request.headers.get("accept", "")
-    if arrow_in and ARROW in accept or (arrow_in and "json" not in accept) or ARROW in accept:
-        return Response(codecs.arrow_file(answer, dataset), media_type=ARROW)
-    return Response(codecs.records_json(answer, dataset), media_type="application/json; format=pandas-records")
+    dataset = codecs.DatasetFilter.from_query(QueryParams(request.query)) if request.query else codecs.EVERYTHING
+    request.platform.inference_log.record(live, result, answer)
+    accept = request.header(b"accept")
+    if ARROW in accept or (arrow_in and "json" not in accept):
+        return fastpath.Reply(codecs.arrow_file(answer, dataset), ARROW.encode())
+    return fastpath.Reply(codecs.records_json(answer, dataset), b"application/json; format=pandas-records")
+
+
+fastpath.register(fastpath.Route(INFER_PREFIX, "", infer, f"{INFER_PREFIX}{{deployment}}/{{pipeline}}", {
+    "operationId": "wallaroo_infer", "summary": "Inference through a deployment's external URL",
+    "requestBody": {"required": True, "content": {
+        "application/json; format=pandas-records": {"schema": {"type": "array", "items": {"type": "object"}}},
+        "application/json; format=wallaroo": {"schema": {"type": "object"}},
+        ARROW: {"schema": {"type": "string", "format": "binary"}}}},
+    "responses": {"200": {"description": "records (time, in, out, check_failures, metadata) or an Arrow file"}},
+    "security": [{"bearer": []}], "tags": ["wallaroo"],
+}))
 
 
 @router.post("/pipelines/get_logs", operation_id="wallaroo_get_pipeline_logs",

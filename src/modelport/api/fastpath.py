@@ -1,0 +1,129 @@
+"""The inference hot path, in front of FastAPI: a raw ASGI dispatcher for the few routes that carry traffic.
+
+FastAPI's per-request machinery (routing, dependency solving, Request objects) costs more than the rest of an
+inference on a small model. Faces register a raw handler here for their inference route; it gets the decoded
+pieces of the request and returns the response bytes. Authentication, body limits and error rendering are the same
+as everywhere else (`api/errors.py`), and every other route still goes to FastAPI.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from modelport.api import errors
+from modelport.domain.errors import ModelportError, PayloadTooLarge
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a hot-path handler sees: path, raw query string, lower-cased headers, the whole body."""
+
+    path: str
+    query: bytes
+    headers: dict[bytes, bytes]
+    body: bytes
+    platform: Any
+
+    def header(self, name: bytes, default: str = "") -> str:
+        value = self.headers.get(name)
+        return value.decode("latin-1") if value is not None else default
+
+
+@dataclass(frozen=True)
+class Reply:
+    body: bytes
+    content_type: bytes = b"application/json"
+    status: int = 200
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+Handler = Callable[[Request], Awaitable[Reply]]
+
+
+@dataclass(frozen=True)
+class Route:
+    prefix: str
+    suffix: str
+    handler: Handler
+    openapi_path: str
+    operation: dict[str, Any] = field(default_factory=dict)
+
+
+routes: list[Route] = []
+
+
+def register(route: Route) -> None:
+    routes.append(route)
+
+
+def openapi_paths() -> dict[str, Any]:
+    return {r.openapi_path: {"post": r.operation} for r in routes}
+
+
+class FastPath:
+    def __init__(self, app: ASGIApp, fastapi_app: Any, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.fastapi_app = fastapi_app
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path = scope["path"]
+            for route in routes:
+                if path.startswith(route.prefix) and path.endswith(route.suffix):
+                    await self._serve(route.handler, scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+    async def _serve(self, handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        try:
+            headers = dict(scope["headers"])
+            platform = self.fastapi_app.state.platform
+            await _authenticate(platform, headers)
+            body = await self._read_body(headers, receive)
+            reply = await handler(Request(path, scope["query_string"], headers, body, platform))
+        except ModelportError as exc:
+            await errors.render(path, exc)(scope, receive, send)
+            return
+        except Exception:
+            log.exception("unhandled error on POST %s", path)
+            error = ModelportError("internal error; see the server log")
+            error.status, error.code = 500, "InternalError"
+            await errors.render(path, error)(scope, receive, send)
+            return
+        await send({"type": "http.response.start", "status": reply.status, "headers": [
+            (b"content-type", reply.content_type), (b"content-length", str(len(reply.body)).encode()), *reply.headers]})
+        await send({"type": "http.response.body", "body": reply.body})
+
+    async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            raise PayloadTooLarge(f"request body is larger than {self.max_body} bytes")
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise PayloadTooLarge(f"request body is larger than {self.max_body} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _authenticate(platform: Any, headers: dict[bytes, bytes]) -> None:
+    raw = headers.get(b"authorization", b"")
+    scheme, _, value = raw.decode("latin-1").partition(" ")
+    token = value.strip() if scheme.lower() == "bearer" else None
+    if platform.auth.cached(token) is None:
+        await run_in_threadpool(platform.auth.authenticate, token)

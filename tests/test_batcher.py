@@ -1,0 +1,105 @@
+"""The adaptive batcher on its own, with an in-process stand-in for a replica."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from modelport.domain.errors import NotReady
+from modelport.serving.batcher import Batcher
+from modelport.serving.replica import BatchRejected, Replica
+
+
+class FakeReplica:
+    """Doubles column x; refuses batches holding a negative value; `gate` holds batches until released."""
+
+    state = Replica.RUNNING
+
+    def __init__(self, name: str = "r1") -> None:
+        self.name = name
+        self.batches: list[tuple[int, frozenset | None]] = []
+        self.gate: asyncio.Event | None = None
+
+    async def infer(self, columns, rows, outputs=None):
+        self.batches.append((rows, outputs))
+        if self.gate is not None:
+            await self.gate.wait()
+        if (columns["x"] < 0).any():
+            raise BatchRejected("input", "negative input")
+        return {"y": columns["x"] * 2}, [1]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_a_lone_request_goes_out_at_once_and_results_split_back_exactly() -> None:
+    async def scenario():
+        batcher = Batcher(max_batch_rows=100)
+        replica = FakeReplica()
+        batcher.add_replica(replica)
+        lone = await asyncio.wait_for(batcher.submit({"x": np.array([1.0])}, 1), 1)
+        assert lone.outputs["y"].tolist() == [2.0] and replica.batches == [(1, None)]
+
+        replica.gate = asyncio.Event()  # hold the replica busy so the next requests queue up
+        first = batcher.submit({"x": np.array([0.0])}, 1)
+        await asyncio.sleep(0)
+        waiting = [batcher.submit({"x": np.arange(n, dtype=float)}, n) for n in (1, 2, 3)]
+        replica.gate.set()
+        await first
+        results = await asyncio.gather(*waiting)
+        assert [r.outputs["y"].tolist() for r in results] == [[0.0], [0.0, 2.0], [0.0, 2.0, 4.0]]
+        assert replica.batches[-1] == (6, None)  # the three waiting requests went as one batch
+        return batcher
+
+    batcher = run(scenario())
+    assert not batcher.queue and batcher.in_flight_batches == 0
+
+
+def test_different_outputs_or_shapes_never_share_a_batch_and_a_bad_request_fails_alone() -> None:
+    async def scenario():
+        batcher = Batcher(max_batch_rows=100)
+        replica = FakeReplica()
+        replica.gate = asyncio.Event()
+        batcher.add_replica(replica)
+        blocker = batcher.submit({"x": np.array([0.0])}, 1)
+        await asyncio.sleep(0)
+        a = batcher.submit({"x": np.array([1.0])}, 1, frozenset({"y"}))
+        b = batcher.submit({"x": np.array([2.0])}, 1)
+        c = batcher.submit({"x": np.array([[3.0, 3.0]])}, 1)
+        bad = batcher.submit({"x": np.array([-1.0])}, 1)
+        good = batcher.submit({"x": np.array([5.0])}, 1)
+        replica.gate.set()
+        await blocker
+        assert (await a).outputs["y"].tolist() == [2.0]
+        assert (await b).outputs["y"].tolist() == [4.0]
+        assert (await c).outputs["y"].tolist() == [[6.0, 6.0]]
+        with pytest.raises(BatchRejected):
+            await bad
+        assert (await good).outputs["y"].tolist() == [10.0]
+        assert (1, frozenset({"y"})) in replica.batches
+
+    run(scenario())
+
+
+def test_expiry_fails_stuck_batches_and_old_waiters() -> None:
+    async def scenario():
+        batcher = Batcher(max_batch_rows=10)
+        replica = FakeReplica()
+        replica.gate = asyncio.Event()
+        batcher.add_replica(replica)
+        stuck = batcher.submit({"x": np.array([1.0])}, 1)
+        await asyncio.sleep(0)
+        queued = batcher.submit({"x": np.array([[1.0, 2.0]])}, 1)
+        assert batcher.expire(queue_timeout_s=60, batch_timeout_s=60) == []
+        victims = batcher.expire(queue_timeout_s=60, batch_timeout_s=60, now=time.perf_counter() + 100)
+        assert victims == [replica]
+        with pytest.raises(NotReady):
+            await stuck
+        with pytest.raises(NotReady):
+            await queued
+
+    run(scenario())
