@@ -37,9 +37,16 @@ def fresh_database_url() -> Iterator[str | None]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, database_url: str | None) -> Iterator[Server]:
+def server_env() -> dict[str, str]:
+    """Extra MODELPORT_* settings for the module's server; a test module overrides this fixture to change them."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, database_url: str | None,
+           server_env: dict[str, str]) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("server") / "home"
-    srv = Server(home, database_url=database_url).start()
+    srv = Server(home, database_url=database_url, env=server_env).start()
     try:
         yield srv
     finally:

@@ -83,3 +83,21 @@ def test_archive_limits_and_garbage(tmp_path) -> None:
     (tmp_path / "crc.zip").write_bytes(bytes(corrupted))
     with pytest.raises(InvalidInput):
         inspect_zip(tmp_path / "crc.zip")
+
+
+def test_schedules_and_log_lines() -> None:
+    import re
+    from datetime import datetime, timezone
+
+    from modelport.domain.jobs import describe_schedule, log_line, next_fire, parse_schedule
+
+    assert parse_schedule(" */5  * * * * ") == "*/5 * * * *"
+    for bad in ("", None, 5, "* * * *", "61 * * * *", "* * * * * *", "every minute"):
+        with pytest.raises(InvalidInput):
+            parse_schedule(bad)
+    assert parse_schedule("* * * * * */2", allow_seconds=True) == "* * * * * */2"
+    start = datetime(2026, 1, 1, 12, 0, 30, tzinfo=timezone.utc)
+    assert next_fire("*/2 * * * *", start) == datetime(2026, 1, 1, 12, 2, tzinfo=timezone.utc)
+    assert describe_schedule("*/2 * * * *") == "Every 2 minutes"
+    assert re.fullmatch(r"2026-01-01T12:00:30\.000000007Z stdout F hi",
+                        log_line("stdout", "hi", ns=int(start.timestamp()) * 1_000_000_000 + 7))

@@ -29,6 +29,14 @@ class Settings(BaseSettings):
     autoscale_interval_s: float = Field(default=1.0, description="How often autoscaling looks at queues.")
     inference_log_retention: int = Field(default=10_000, description="Inference log records kept per pipeline "
                                          "version.")
+    run_history: int = Field(default=100, description="Task runs (and their logs) kept per task.")
+    kill_grace_s: float = Field(default=5.0, description="Time between SIGTERM and SIGKILL when a run is stopped.")
+    allow_second_schedules: bool = Field(default=False, description="Also accept 6-field cron with seconds "
+                                         "(for tests; the public API takes 5 fields).")
+    max_archive_entries: int = Field(default=10_000, description="Most files an uploaded ZIP may hold.")
+    max_archive_bytes: int = Field(default=4 * 1024**3, description="Most bytes an uploaded ZIP may unpack to.")
+    max_compression_ratio: float = Field(default=200.0, description="Highest unpacked/packed ratio before a ZIP is "
+                                         "refused as a zip bomb.")
 
     @property
     def resolved_home(self) -> Path:

@@ -18,6 +18,7 @@ from modelport.api.bodies import component_schemas
 from modelport.api.responses import JSON
 from modelport.api.security import BodySizeLimit, require_principal
 from modelport.api.wallaroo import deployments as wallaroo_deployments
+from modelport.api.wallaroo import jobs as wallaroo_jobs
 from modelport.api.wallaroo import routes as wallaroo
 from modelport.services.platform import Platform
 from modelport.settings import Settings
@@ -60,6 +61,7 @@ def create_app(settings: Settings, *, on_admin_token=None) -> FastPath:  # type:
     errors.install(app)
     wallaroo.install(app)
     app.include_router(wallaroo_deployments.router)
+    app.include_router(wallaroo_jobs.router)
     v2.install(app)
     app.include_router(native.router)
     app.add_middleware(BodySizeLimit, max_upload_bytes=settings.max_upload_bytes,

@@ -6,6 +6,7 @@ import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from modelport.domain.errors import InvalidInput
 
@@ -23,8 +24,9 @@ class ArchiveListing:
     uncompressed_bytes: int
 
 
-def inspect_zip(path: Path, limits: ArchiveLimits = ArchiveLimits(), *, field: str = "file") -> ArchiveListing:
-    """Refuse anything that could escape the extraction folder or exhaust the disk; return the file names."""
+def inspect_zip(path: Path | BinaryIO, limits: ArchiveLimits = ArchiveLimits(), *, field: str = "file") -> ArchiveListing:
+    """Refuse anything that could escape the extraction folder or exhaust the disk; return the file names.
+    `path` may be an open binary file (an upload not stored yet); it is rewound afterwards."""
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -56,9 +58,14 @@ def inspect_zip(path: Path, limits: ArchiveLimits = ArchiveLimits(), *, field: s
                 files.append(name)
         if total > 1024 * 1024 and total > limits.max_ratio * max(compressed, 1):
             raise InvalidInput("archive has a suspicious overall compression ratio (zip bomb?)", field=field)
-        bad = archive.testzip()
+        try:
+            bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as exc:
+            raise InvalidInput(f"archive is corrupt: {exc}", field=field) from None
         if bad is not None:
             raise InvalidInput(f"archive entry {bad!r} is corrupt (CRC mismatch)", field=field)
+    if not isinstance(path, Path):
+        path.seek(0)
     return ArchiveListing(tuple(files), total)
 
 

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+from collections.abc import Coroutine
+from typing import Any
+
 from starlette.concurrency import run_in_threadpool
 
 from modelport.domain.deployments import VariantSpec
 
 from modelport.jobs.environments import EnvironmentBuilder
+from modelport.jobs.packages import ArchiveLimits
+from modelport.jobs.scheduler import Scheduler
+from modelport.jobs.supervisor import RunSupervisor
+from modelport.services.jobs import JobService
 from modelport.serving.plane import PlaneSettings, ServingPlane
 from modelport.services.auth import AuthService
 from modelport.services.deployments import DeploymentService
@@ -39,6 +48,15 @@ class Platform:
         self.deployments = DeploymentService(self.db, self.registry, self.plane,
                                              default_idle_s=settings.scale_down_idle_s)
         self.inference_log = InferenceLogService(self.db, retention=settings.inference_log_retention)
+        self.jobs = JobService(
+            self.db, self.artifacts, self.environments, settings.resolved_home, max_upload_bytes=settings.max_upload_bytes,
+            limits=ArchiveLimits(settings.max_archive_entries, settings.max_archive_bytes, settings.max_compression_ratio),
+            allow_second_schedules=settings.allow_second_schedules, run_history=settings.run_history,
+            server_id=f"{socket.gethostname()}:{settings.resolved_home}:{settings.port}")
+        self.supervisor = RunSupervisor(self.jobs, self.auth, self.environments, settings.base_url,
+                                        kill_grace_s=settings.kill_grace_s)
+        self.scheduler = Scheduler(self.jobs, self.supervisor)
+        self._background: set[asyncio.Task[Any]] = set()
 
     def start(self) -> str | None:
         """Migrate the schema, install the first admin token (returned in plaintext once), start background work."""
@@ -56,10 +74,22 @@ class Platform:
         self.plane.start()
         self.inference_log.start()
         await self.deployments.restore()
+        await self.supervisor.recover()
+        self.jobs.start()
+        self.scheduler.start()
 
     async def stop_serving(self) -> None:
+        await self.scheduler.stop()
+        await self.supervisor.shutdown()
+        self.jobs.stop()
         await self.plane.close()
         await self.inference_log.stop()
+
+    def background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run `coro` after the request that started it has been answered (kept referenced until done)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _environment_for(self, variant: VariantSpec) -> str | None:
         """Python models with requirements run in a cached environment built for exactly those requirements."""

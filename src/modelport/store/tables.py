@@ -174,3 +174,63 @@ class InferenceLog(Base):
     elapsed_ns: Mapped[int] = mapped_column(BigInteger)
     inputs: Mapped[dict[str, Any]] = mapped_column()
     outputs: Mapped[dict[str, Any]] = mapped_column()
+
+
+class Orchestration(Base):
+    """An uploaded code package (ZIP with main.py and at most one requirements.txt)."""
+
+    __tablename__ = "orchestrations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id"), index=True)
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    file_name: Mapped[str] = mapped_column(String(255))
+    sha: Mapped[str] = mapped_column(String(64), index=True)
+    entrypoint: Mapped[str] = mapped_column(String(1024))
+    requirements: Mapped[str] = mapped_column(Text, default="")
+    owner_id: Mapped[str] = mapped_column(String(255), default="")
+    status: Mapped[str] = mapped_column(String(32))
+    status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id"), index=True)
+    orchestration_id: Mapped[str] = mapped_column(ForeignKey("orchestrations.id"), index=True)
+    name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    kind: Mapped[str] = mapped_column(String(16))  # once | scheduled | continuous
+    schedule: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    overlap: Mapped[str] = mapped_column(String(16), default="allow")
+    timeout_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    arguments: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16))
+    killed: Mapped[bool] = mapped_column(Boolean, default=False)
+    next_fire_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
+    failures_in_a_row: Mapped[int] = mapped_column(Integer, default=0)
+    owner_id: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class TaskRun(Base):
+    """One execution. (task_id, tick) is unique: two servers firing the same scheduled tick insert one row."""
+
+    __tablename__ = "task_runs"
+    __table_args__ = (UniqueConstraint("task_id", "tick"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id"), index=True)
+    tick: Mapped[str] = mapped_column(String(64))  # the scheduled time it fires for, or a unique sequence value
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    server_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    token_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -107,3 +107,61 @@ class InferenceLogsQuery(Body):
     workspace_id: int
     pipeline_version: str | None = None
     limit: int = Field(default=100, ge=1, le=10_000)
+
+
+class UploadOrchestrationMetadata(Body):
+    workspace_id: int
+    name: str | None = None
+
+
+class ListOrchestrations(Body):
+    workspace_id: int
+
+
+class ListAllOrchestrations(Body):
+    workspace_ids: list[int] | None = None
+    task_run_status: list[str] = Field(default_factory=list)
+
+
+class RunTask(Body):
+    workspace_id: int
+    orch_id: str
+    name: str | None = None
+    json_: dict[str, Any] | None = Field(default=None, alias="json")
+    timeout: int | None = None
+    debug: bool | None = None
+
+
+class RunScheduledTask(RunTask):
+    schedule: str
+    overlap: str | None = None
+
+
+class TaskById(Body):
+    id: str
+    run_limit: int = Field(default=10, ge=0, le=1000)
+
+
+class ListTasks(Body):
+    workspace_id: int
+    killed: bool | None = None
+    orch_id: str | None = None
+
+
+class TasksBySha(Body):
+    sha: str
+
+
+class KillTask(Body):
+    id: str
+
+
+class ListTaskRuns(Body):
+    task_id: str
+    status: str | None = None
+    limit: int | None = None
+
+
+class RunLogs(Body):
+    id: str
+    lines: int | None = None
