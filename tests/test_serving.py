@@ -195,7 +195,7 @@ def test_redeploy_under_load_drops_nothing_and_switches_version(server: Server, 
     pipeline = create_pipeline(server, workspace, "rolling", [ccfraud])
     deployment_id = deploy(server, "rolling", pipeline)
     name = f"rolling-{deployment_id}"
-    wait_status(server, name)
+    first_engines = {e["name"] for e in wait_status(server, name)["engines"]}
     newer_path = build_ccfraud_onnx(model_dir / "ccfraud-v2.onnx", seed=99)
     newer = upload_model(server, workspace, "ccfraud", newer_path, "onnx")
     stop = threading.Event()
@@ -229,6 +229,7 @@ def test_redeploy_under_load_drops_nothing_and_switches_version(server: Server, 
     assert ccfraud["sha"] in shas[0] and newer["sha"] in shas[-1]
     status = wait_status(server, name)
     assert {e["pipeline_version"] for e in status["engines"]} == {version2["pipeline_variant_version"]}
+    assert not first_engines & {e["name"] for e in status["engines"]}, "a new replica reused an old replica's name"
 
 
 def test_a_killed_replica_is_restarted(server: Server, workspace: int, ccfraud: dict) -> None:

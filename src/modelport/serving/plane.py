@@ -9,12 +9,13 @@ ones; once all are ready, weights flip in one assignment; variants no longer in 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import shutil
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,10 @@ class InferenceResult:
 class Variant:
     """One pipeline version on a pool of replicas, with its batcher and its scaling rules."""
 
-    def __init__(self, deployment: LiveDeployment, spec: VariantSpec, run_dir: Path, settings: PlaneSettings) -> None:
+    def __init__(self, deployment: LiveDeployment, spec: VariantSpec, run_dir: Path, settings: PlaneSettings,
+                 serials: Iterator[int]) -> None:
         self.deployment = deployment
+        self.serials = serials  # plane-wide: a replica's name (socket, log, work folder) is never reused
         self.spec = spec
         self.run_dir = run_dir
         self.settings = settings
@@ -66,7 +69,6 @@ class Variant:
         self.error: str | None = None
         self.python: str | None = None
         self.last_request = time.monotonic()
-        self._serial = 0
         self._starting = 0
         self._stopped = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -91,8 +93,7 @@ class Variant:
             raise ReplicaFailed(self.error)
 
     async def _start_replica(self) -> Replica:
-        self._serial += 1
-        name = f"engine-{self.deployment.spec.route}-{self.spec.name}-{self._serial}"
+        name = f"engine-{self.deployment.spec.route}-{self.spec.name}-{next(self.serials)}"
         replica = Replica(name, self.spec.worker_spec(), self.run_dir, python=self.python,
                           on_exit=self._replica_exited)
         self.replicas.append(replica)
@@ -284,6 +285,7 @@ class ServingPlane:
         self.routes: dict[str, LiveDeployment] = {}  # "<name>-<id>" and pipeline name -> deployment
         self.run_dir = Path(tempfile.mkdtemp(prefix="mp-"))  # short: Unix socket paths are limited to 107 bytes
         self._locks: dict[int, asyncio.Lock] = {}
+        self._serials = itertools.count(1)
         self._autoscaler: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -343,7 +345,7 @@ class ServingPlane:
                                  return_exceptions=True)
 
     def _variant(self, live: LiveDeployment, spec: VariantSpec) -> Variant:
-        variant = Variant(live, spec, self.run_dir, self.settings)
+        variant = Variant(live, spec, self.run_dir, self.settings, self._serials)
         rows = self.metrics.batch_rows.labels(live.spec.route, spec.name)
         seconds = self.metrics.batch_seconds.labels(live.spec.route, spec.name)
         variant.batcher.observers.append(lambda n, t: (rows.observe(n), seconds.observe(t)))

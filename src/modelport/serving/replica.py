@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -126,3 +127,7 @@ class Replica:
             await self.process.stop()
         if self._watch is not None:
             self._watch.cancel()
+        # its log stays (until the server stops) for post-mortems; the rest is garbage now
+        (self.run_dir / f"{self.name}.sock").unlink(missing_ok=True)
+        (self.run_dir / f"{self.name}.json").unlink(missing_ok=True)
+        shutil.rmtree(self.run_dir / self.name, ignore_errors=True)
