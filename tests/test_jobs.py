@@ -346,11 +346,11 @@ def test_schedules_survive_a_restart_and_interrupted_runs_are_failed(tmp_path, f
         srv.stop()
 
 
-def test_two_servers_on_one_database_never_fire_a_tick_twice(tmp_path) -> None:
+def test_two_servers_on_one_database_never_fire_a_tick_twice(tmp_path, fresh_database_url) -> None:
     env = {"MODELPORT_ALLOW_SECOND_SCHEDULES": "1"}
-    home = tmp_path / "home"
-    first = Server(home, env=env).start()
-    second = Server(home, env=env)
+    home = tmp_path / "home"  # shared: the second server needs the first one's artifacts (a shared folder in scale-out)
+    first = Server(home, database_url=fresh_database_url, env=env).start()
+    second = Server(home, database_url=fresh_database_url, env=env)
     try:
         ws = first.post("/v1/api/workspaces/create", {"workspace_name": "twins"}).json()["workspace_id"]
         orchestration = ready_orchestration(first, ws, {"main.py": b"print('once per tick')\n"})
@@ -366,3 +366,15 @@ def test_two_servers_on_one_database_never_fire_a_tick_twice(tmp_path) -> None:
     finally:
         second.stop()
         first.stop()
+
+
+def test_overlap_forbid_skips_ticks_while_a_run_is_active(server: Server, workspace: int) -> None:
+    orchestration = ready_orchestration(server, workspace, {"main.py": b"import time\ntime.sleep(2.5)\n"})
+    task_id = server.post("/v1/api/task/run_scheduled", {
+        "workspace_id": workspace, "orch_id": orchestration["id"], "json": {}, "schedule": "* * * * * *",
+        "overlap": "forbid"}).json()["id"]
+    time.sleep(6)
+    server.post("/v1/api/task/kill", {"id": task_id})
+    wait_task(server, task_id, ("killed",))
+    runs = runs_of(server, task_id)
+    assert 1 <= len(runs) <= 3, runs  # a tick a second, but one run at a time of 2.5 s each
