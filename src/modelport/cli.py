@@ -17,6 +17,9 @@ app = typer.Typer(help="modelport: versioned models, live inference services, sc
 token_app = typer.Typer(help="Create, list and revoke API tokens (acts on the database of --home/--database-url).",
                         no_args_is_help=True)
 app.add_typer(token_app, name="token")
+workflow_app = typer.Typer(help="Run Arazzo workflows over any OpenAPI-described API (modelport's included).",
+                           no_args_is_help=True)
+app.add_typer(workflow_app, name="workflow")
 console = Console(soft_wrap=True)  # URLs and tokens must stay on one line to be copied
 
 HomeOption = Annotated[Optional[Path], typer.Option("--home", help="Data folder [env MODELPORT_HOME, default ./.modelport]")]
@@ -121,6 +124,151 @@ def token_revoke(token_id: str, home: HomeOption = None, database_url: DatabaseO
         console.print(f"[red]{exc.message}[/]")
         raise typer.Exit(1) from None
     console.print(f"revoked {info.id} ({info.name})")
+
+
+# -- workflows ----------------------------------------------------------------------------------------------------------
+
+def _pairs(values: list[str], separator: str, what: str) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values:
+        key, sep, rest = value.partition(separator)
+        if not sep or not key:
+            console.print(f"[red]{what} {value!r} must look like NAME{separator}VALUE[/]")
+            raise typer.Exit(2)
+        pairs.append((key, rest))
+    return pairs
+
+
+def _load_document(path: Path, strict: bool):  # type: ignore[no-untyped-def]
+    from modelport.workflows import DocumentError, load
+
+    try:
+        return load(path, strict=strict)
+    except DocumentError as exc:
+        console.print(f"[red]invalid document {path}:[/]")
+        for problem in exc.problems:
+            console.print(f"  - {problem}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+@workflow_app.command("validate")
+def workflow_validate(file: Path, strict: Annotated[bool, typer.Option(help="Refuse lenient forms")] = False) -> None:
+    """Check the document and its source descriptions; exit 2 if invalid."""
+    document = _load_document(file, strict)
+    for warning in document.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    console.print(f"{file}: valid ({len(document.workflows)} workflows, {len(document.sources)} sources)")
+
+
+@workflow_app.command("list")
+def workflow_list(file: Path) -> None:
+    """The document's workflows, their inputs and outputs."""
+    document = _load_document(file, False)
+    table = Table("workflow", "steps", "inputs", "outputs", "summary")
+    for w in document.workflows:
+        inputs = ", ".join((w.get("inputs") or {}).get("properties", {}).keys())
+        table.add_row(w["workflowId"], str(len(w["steps"])), inputs, ", ".join((w.get("outputs") or {}).keys()),
+                      w.get("summary", ""))
+    console.print(table)
+
+
+@workflow_app.command("run")
+def workflow_run(
+    file: Path,
+    workflow: Annotated[Optional[str], typer.Option("--workflow", help="workflowId (default: the first)")] = None,
+    input: Annotated[list[str], typer.Option("--input", help="NAME=VALUE, or NAME=@path for a file")] = [],  # noqa: B006
+    inputs_file: Annotated[Optional[Path], typer.Option("--inputs-file", help="JSON object of inputs")] = None,
+    server: Annotated[list[str], typer.Option("--server", help="SOURCE=URL: where that source's API lives")] = [],  # noqa: B006
+    server_variable: Annotated[list[str], typer.Option("--server-variable", help="NAME=VALUE for server URLs")] = [],  # noqa: B006
+    header: Annotated[list[str], typer.Option("--header", help="SOURCE:Name=Value sent with every request")] = [],  # noqa: B006
+    strict: Annotated[bool, typer.Option(help="Refuse lenient forms (actions without name, comparisons in jsonpath)")] = False,
+    max_steps: Annotated[int, typer.Option(help="Step budget: bounds goto loops")] = 1000,
+    poll_interval: Annotated[float, typer.Option(help="Seconds between repeats of the same step")] = 1.0,
+    aws_profile: Annotated[Optional[str], typer.Option(help="AWS profile for SigV4-signed sources")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print outputs and the trace as JSON")] = False,
+) -> None:
+    """Run a workflow. Exit 0 on success, 1 when the workflow fails, 2 for an invalid document or inputs."""
+    import json as jsonlib
+
+    from modelport.workflows.files import FileInput
+    from modelport.workflows.runner import InvalidInputs, WorkflowRunner
+
+    document = _load_document(file, strict)
+    values: dict[str, object] = {}
+    if inputs_file is not None:
+        try:
+            loaded = jsonlib.loads(inputs_file.read_text())
+        except (OSError, ValueError) as exc:
+            console.print(f"[red]cannot read {inputs_file}: {exc}[/]")
+            raise typer.Exit(2) from None
+        if not isinstance(loaded, dict):
+            console.print(f"[red]{inputs_file} must hold a JSON object[/]")
+            raise typer.Exit(2)
+        values.update(loaded)
+    for key, value in _pairs(input, "=", "--input"):
+        if value.startswith("@"):
+            path = Path(value[1:]).expanduser()
+            if not path.is_file():
+                console.print(f"[red]--input {key}: no file {path}[/]")
+                raise typer.Exit(2)
+            values[key] = FileInput(path.resolve())
+        else:
+            values[key] = value
+    headers: dict[str, dict[str, str]] = {}
+    for source_and_name, value in _pairs(header, "=", "--header"):
+        source, sep, name = source_and_name.partition(":")
+        if not sep:
+            console.print(f"[red]--header {source_and_name!r} must look like SOURCE:Name=Value[/]")
+            raise typer.Exit(2)
+        headers.setdefault(source, {})[name] = value
+    servers = dict(_pairs(server, "=", "--server"))
+    unknown = set(servers) - set(document.sources)
+    if unknown:
+        console.print(f"[red]--server names unknown sources: {', '.join(sorted(unknown))}[/]")
+        raise typer.Exit(2)
+    live = console.is_terminal and not as_json
+
+    def show(entry) -> None:  # type: ignore[no-untyped-def]
+        if as_json:
+            return
+        mark = "[green]ok[/]" if entry.success else "[red]failed[/]"
+        status = entry.response.get("status", "")
+        line = f"{mark} {entry.workflow}/{entry.step} {entry.request.get('method', '')} {status} -> {entry.action} ({entry.seconds} s)"
+        console.print(line if live else line.replace("[green]", "").replace("[red]", "").replace("[/]", ""),
+                      highlight=False)
+
+    runner = WorkflowRunner(document, servers=servers, server_variables=dict(_pairs(server_variable, "=", "--server-variable")),
+                            headers=headers, strict=strict, max_steps=max_steps, poll_interval_s=poll_interval,
+                            aws_profile=aws_profile, on_step=show)
+    workflow_id = workflow or document.workflows[0]["workflowId"]
+    try:
+        document.workflow(workflow_id)
+        runner.check_inputs(workflow_id, values)
+    except InvalidInputs as exc:
+        console.print(f"[red]invalid inputs: {exc}[/]", highlight=False)
+        raise typer.Exit(2) from None
+    except Exception as exc:  # DocumentError for an unknown workflow
+        console.print(f"[red]{exc}[/]", highlight=False)
+        raise typer.Exit(2) from None
+    if live:
+        with console.status(f"running {workflow_id} ..."):
+            result = runner.run(workflow_id, values)
+    else:
+        result = runner.run(workflow_id, values)
+    if as_json:
+        print(jsonlib.dumps(result.as_json(), indent=2, default=str))
+    else:
+        for warning in result.warnings:
+            console.print(f"warning: {warning}", highlight=False)
+        if result.ok:
+            console.print(jsonlib.dumps(result.outputs, indent=2, default=str), highlight=False)
+        else:
+            console.print(f"workflow failed at step {result.failed_step}: {result.error}", highlight=False)
+            failing = next((e for e in reversed(result.trace) if not e.success), None)
+            if failing is not None:
+                console.print("request: " + jsonlib.dumps(failing.request, indent=2, default=str), highlight=False)
+                console.print("response: " + jsonlib.dumps(failing.response, indent=2, default=str), highlight=False)
+    raise typer.Exit(0 if result.ok else 1)
 
 
 def main() -> None:
