@@ -348,3 +348,33 @@ def test_cli_exit_codes_and_json(tmp_path, api) -> None:
     assert cli("run", str(path), "--server", f"nope={api}", "--input", "id=7").returncode == 2
     assert cli("validate", str(tmp_path / "missing.yaml")).returncode != 0
     assert cli("list", str(path)).returncode == 0
+
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "workflows"
+
+
+def test_committed_openapi_document_is_current() -> None:
+    from modelport.api.app import create_app, openapi_document
+    from modelport.settings import Settings
+
+    live = json.loads(json.dumps(openapi_document(create_app(Settings()).fastapi_app), sort_keys=True))
+    committed = json.loads((EXAMPLE / "modelport-openapi.json").read_text())
+    assert committed == live, "regenerate it: modelport openapi -o examples/workflows/modelport-openapi.json"
+
+
+@pytest.mark.database
+def test_example_workflow_deploys_infers_and_undeploys(server, model_dir) -> None:
+    from tests.support import SEED_DENSE_INPUT, build_ccfraud_onnx
+
+    model = build_ccfraud_onnx(model_dir / "workflow.onnx")
+    inputs = {"token": server.token, "workspaceName": "arazzo-example", "modelName": "arazzo-ccfraud",
+              "framework": "onnx", "pipelineName": "arazzo-pipeline", "record": {"dense_input": SEED_DENSE_INPUT}}
+    inputs_file = model_dir / "inputs.json"
+    inputs_file.write_text(json.dumps(inputs))
+    result = cli("run", str(EXAMPLE / "wallaroo-deploy-and-infer.arazzo.yaml"), "--server", f"modelport={server.url}",
+                 "--inputs-file", str(inputs_file), "--input", f"modelFile=@{model}", "--poll-interval", "0.2", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    outputs = json.loads(result.stdout)["outputs"]
+    assert len(outputs["out"]["dense_1"]) == 1 and outputs["replica"].startswith("engine-")
+    status = server.post("/v1/api/status/get_deployment", {"name": outputs["deployment"]})
+    assert status.status_code == 404  # undeployed by the last step

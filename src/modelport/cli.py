@@ -126,6 +126,20 @@ def token_revoke(token_id: str, home: HomeOption = None, database_url: DatabaseO
     console.print(f"revoked {info.id} ({info.name})")
 
 
+@app.command()
+def openapi(output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write here instead of stdout")] = None) -> None:
+    """Print modelport's OpenAPI document (every face), e.g. as a source description for Arazzo workflows."""
+    import json as jsonlib
+
+    from modelport.api.app import create_app, openapi_document
+
+    text = jsonlib.dumps(openapi_document(create_app(Settings()).fastapi_app), indent=1, sort_keys=True) + "\n"
+    if output is None:
+        print(text, end="")
+    else:
+        output.write_text(text)
+
+
 # -- workflows ----------------------------------------------------------------------------------------------------------
 
 def _pairs(values: list[str], separator: str, what: str) -> list[tuple[str, str]]:

@@ -26,6 +26,17 @@ from modelport.settings import Settings
 log = logging.getLogger("modelport")
 
 
+def openapi_document(app: FastAPI) -> dict:
+    """FastAPI's document, plus the request schemas parsed by hand and the raw fast-path inference routes."""
+    document = app.openapi()
+    document.setdefault("components", {}).setdefault("schemas", {}).update(component_schemas)
+    document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    document["security"] = [{"bearer": []}]
+    document["servers"] = [{"url": "http://127.0.0.1:8080"}]
+    document["paths"].update(fastpath.openapi_paths())
+    return document
+
+
 def create_app(settings: Settings, *, on_admin_token=None) -> FastPath:  # type: ignore[no-untyped-def]
     """The ASGI app: inference routes on the raw fast path, everything else on FastAPI (`.fastapi_app`).
     `on_admin_token(token)` is called once when the first start creates the admin token."""
@@ -82,10 +93,6 @@ def create_app(settings: Settings, *, on_admin_token=None) -> FastPath:  # type:
     @app.get("/openapi.json", operation_id="openapi_document", include_in_schema=False,
              dependencies=[Depends(require_principal)])
     async def openapi(request: Request) -> JSON:
-        document = request.app.openapi()
-        document.setdefault("components", {}).setdefault("schemas", {}).update(component_schemas)
-        document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-        document["paths"].update(fastpath.openapi_paths())
-        return JSON(document)
+        return JSON(openapi_document(request.app))
 
     return FastPath(app, app, max_body_bytes=settings.max_upload_bytes)

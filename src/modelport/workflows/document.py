@@ -149,7 +149,10 @@ class ArazzoDocument:
 
 def load(location: str | Path, *, strict: bool = False) -> ArazzoDocument:
     """Read and check the document and its source descriptions; DocumentError lists every problem found."""
-    content, where = _read(str(location))
+    try:
+        content, where = _read(str(location))
+    except (OSError, httpx.HTTPError, yaml.YAMLError) as exc:
+        raise DocumentError([f"cannot read {location}: {exc}"]) from None
     document = ArazzoDocument(content, where)
     problems: list[str] = []
     _check(document, problems, strict)
