@@ -97,10 +97,19 @@ def _auth_service(home: Path | None, database_url: str | None):  # type: ignore[
 def token_create(
     name: Annotated[str, typer.Argument(help="What the token is for")],
     admin: Annotated[bool, typer.Option("--admin", help="May manage tokens")] = False,
+    aws: Annotated[bool, typer.Option("--aws", help="An AWS-style access key pair (SigV4) for the SageMaker face")] = False,
     home: HomeOption = None,
     database_url: DatabaseOption = None,
 ) -> None:
     """Create a token and print its secret (shown only now)."""
+    if aws:
+        from modelport.services.sagemaker import SageMakerService
+
+        service = SageMakerService(_auth_service(home, database_url).db, None, Path("."), account_id="",  # type: ignore[arg-type]
+                                   file_roots=[], s3_endpoint_url=None, max_artifact_bytes=0)
+        key, secret = service.create_key(name)
+        console.print(f"aws_access_key_id:     {key}\naws_secret_access_key: [bold]{secret}[/]", highlight=False)
+        return
     info, secret = _auth_service(home, database_url).create(name, "admin" if admin else "user")
     console.print(f"id:    {info.id}\nname:  {info.name}\nkind:  {info.kind}\ntoken: [bold]{secret}[/]", highlight=False)
 

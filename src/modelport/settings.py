@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     kill_grace_s: float = Field(default=5.0, description="Time between SIGTERM and SIGKILL when a run is stopped.")
     allow_second_schedules: bool = Field(default=False, description="Also accept 6-field cron with seconds "
                                          "(for tests; the public API takes 5 fields).")
+    aws_account_id: str = Field(default="000000000000", description="Account id in SageMaker ARNs (12 digits).")
+    sagemaker_file_roots: list[Path] = Field(default_factory=list, description="Folders a file:// ModelDataUrl may "
+                                             "read from (JSON list); none by default.")
+    s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint for s3:// ModelDataUrl "
+                                        "(credentials from the standard AWS settings).")
     max_archive_entries: int = Field(default=10_000, description="Most files an uploaded ZIP may hold.")
     max_archive_bytes: int = Field(default=4 * 1024**3, description="Most bytes an uploaded ZIP may unpack to.")
     max_compression_ratio: float = Field(default=200.0, description="Highest unpacked/packed ratio before a ZIP is "

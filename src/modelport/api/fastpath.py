@@ -55,6 +55,7 @@ class Route:
     handler: Handler
     openapi_path: str
     operation: dict[str, Any] = field(default_factory=dict)
+    authenticate: bool = True  # bearer tokens; False when the handler authenticates itself (SigV4)
 
 
 routes: list[Route] = []
@@ -79,18 +80,19 @@ class FastPath:
             path = scope["path"]
             for route in routes:
                 if path.startswith(route.prefix) and path.endswith(route.suffix):
-                    await self._serve(route.handler, scope, receive, send)
+                    await self._serve(route, scope, receive, send)
                     return
         await self.app(scope, receive, send)
 
-    async def _serve(self, handler: Handler, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _serve(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
         try:
             headers = dict(scope["headers"])
             platform = self.fastapi_app.state.platform
-            await _authenticate(platform, headers)
+            if route.authenticate:
+                await _authenticate(platform, headers)
             body = await self._read_body(headers, receive)
-            reply = await handler(Request(path, scope["query_string"], headers, body, platform))
+            reply = await route.handler(Request(path, scope["query_string"], headers, body, platform))
         except ModelportError as exc:
             await errors.render(path, exc)(scope, receive, send)
             return

@@ -49,7 +49,7 @@ async def server_metadata() -> JSON:
 
 def _deployment(request: Request, name: str) -> LiveDeployment:
     live = request.app.state.platform.deployments.plane.routes.get(name)
-    if live is None:
+    if live is None or live.spec.face != "wallaroo":
         raise NotFound(f"model {name!r} is not deployed", field="model")
     return live
 
@@ -110,7 +110,7 @@ async def infer(request: fastpath.Request) -> fastpath.Reply:
         raise NotFound(f"no such route {request.path!r}")
     plane = request.platform.plane
     live = plane.routes.get(name)
-    if live is None:
+    if live is None or live.spec.face != "wallaroo":
         raise NotFound(f"model {name!r} is not deployed", field="model")
     header = request.headers.get(b"inference-header-content-length")
     if header is not None and not header.isdigit():

@@ -77,11 +77,21 @@ class DeploymentSpec:
     pipeline_pk: int
     pipeline_name: str
     variants: tuple[VariantSpec, ...]
+    face: str = "wallaroo"  # whose deployment this is: ids are unique per face
+
+    @property
+    def key(self) -> str:
+        return f"{self.face}:{self.id}"
 
     @property
     def route(self) -> str:
-        """The Wallaroo deployment name: `<deploy_id>-<id>`."""
-        return f"{self.name}-{self.id}"
+        """The name requests use: Wallaroo's `<deploy_id>-<id>`; `<face>:<name>` for the other faces."""
+        return f"{self.name}-{self.id}" if self.face == "wallaroo" else f"{self.face}:{self.name}"
+
+    @property
+    def routes(self) -> tuple[str, ...]:
+        """Every name the plane finds it by (Wallaroo deployments also by pipeline name, for the V2 protocol)."""
+        return (self.route, self.name) if self.face == "wallaroo" else (self.route,)
 
 
 def _int(value: Any, field_name: str, low: int, high: int) -> int:

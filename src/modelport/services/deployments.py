@@ -112,7 +112,7 @@ class DeploymentService:
 
     async def undeploy(self, pipeline_pk: int | None, deployment_id: int) -> None:
         await run_in_threadpool(self._mark_stopped, pipeline_pk, deployment_id)
-        await self.plane.remove(deployment_id)
+        await self.plane.remove(f"wallaroo:{deployment_id}")
 
     def _mark_stopped(self, pipeline_pk: int | None, deployment_id: int) -> None:
         with self.db.session() as s:
@@ -158,12 +158,10 @@ class DeploymentService:
         """By `<deploy_id>-<id>` (or the bare pipeline name, as the Open Inference Protocol names models)."""
         return self.plane.lookup(route)
 
-    def live_by_id(self, deployment_id: int) -> LiveDeployment | None:
-        return self.plane.deployments.get(deployment_id)
-
     def find_running(self, workspace_id: int, pipeline_name: str) -> DeploymentSpec:
         for live in self.plane.deployments.values():
-            if live.spec.workspace_id == workspace_id and live.spec.pipeline_name == pipeline_name:
+            if live.spec.face == "wallaroo" and live.spec.workspace_id == workspace_id \
+                    and live.spec.pipeline_name == pipeline_name:
                 return live.spec
         raise NotFound(f"pipeline {pipeline_name!r} is not deployed in workspace {workspace_id}",
                        field="pipeline_name")

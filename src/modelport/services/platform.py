@@ -16,6 +16,7 @@ from modelport.jobs.packages import ArchiveLimits
 from modelport.jobs.scheduler import Scheduler
 from modelport.jobs.supervisor import RunSupervisor
 from modelport.services.jobs import JobService
+from modelport.services.sagemaker import SageMakerService
 from modelport.serving.plane import PlaneSettings, ServingPlane
 from modelport.services.auth import AuthService
 from modelport.services.deployments import DeploymentService
@@ -56,6 +57,10 @@ class Platform:
         self.supervisor = RunSupervisor(self.jobs, self.auth, self.environments, settings.base_url,
                                         kill_grace_s=settings.kill_grace_s)
         self.scheduler = Scheduler(self.jobs, self.supervisor)
+        self.sagemaker = SageMakerService(
+            self.db, self.plane, settings.resolved_home / "sagemaker", account_id=settings.aws_account_id,
+            file_roots=settings.sagemaker_file_roots, s3_endpoint_url=settings.s3_endpoint_url,
+            max_artifact_bytes=settings.max_upload_bytes)
         self._background: set[asyncio.Task[Any]] = set()
 
     def start(self) -> str | None:
@@ -74,6 +79,8 @@ class Platform:
         self.plane.start()
         self.inference_log.start()
         await self.deployments.restore()
+        for endpoint_id in await run_in_threadpool(self.sagemaker.endpoints_to_restore):
+            self.sagemaker.spawn(self.sagemaker.provision(endpoint_id))
         await self.supervisor.recover()
         self.jobs.start()
         self.scheduler.start()

@@ -281,8 +281,8 @@ class ServingPlane:
         self.metrics = PlaneMetrics()
         self.metrics.watch(self)
         self.resolve_environment = resolve_environment or _base_python
-        self.deployments: dict[int, LiveDeployment] = {}
-        self.routes: dict[str, LiveDeployment] = {}  # "<name>-<id>" and pipeline name -> deployment
+        self.deployments: dict[str, LiveDeployment] = {}  # by DeploymentSpec.key ("<face>:<id>")
+        self.routes: dict[str, LiveDeployment] = {}  # by every name in DeploymentSpec.routes
         self.run_dir = Path(tempfile.mkdtemp(prefix="mp-"))  # short: Unix socket paths are limited to 107 bytes
         self._locks: dict[int, asyncio.Lock] = {}
         self._serials = itertools.count(1)
@@ -300,12 +300,12 @@ class ServingPlane:
     # -- control -----------------------------------------------------------------------------------------------------
     async def apply(self, spec: DeploymentSpec) -> None:
         """Make `spec` live: new variants warm first, then one atomic weight flip, then old variants drain."""
-        lock = self._locks.setdefault(spec.id, asyncio.Lock())
+        lock = self._locks.setdefault(spec.key, asyncio.Lock())
         async with lock:
-            live = self.deployments.get(spec.id)
+            live = self.deployments.get(spec.key)
             if live is None:
                 live = LiveDeployment(spec)
-                self.deployments[spec.id] = live
+                self.deployments[spec.key] = live
                 self._index(live)
             wanted = {v.name: v for v in spec.variants}
             current = {v.name: v for v in live.variants}
@@ -356,10 +356,11 @@ class ServingPlane:
             if value is live:
                 del self.routes[key]
         self.routes[live.spec.route] = live
-        self.routes.setdefault(live.spec.name, live)
+        for alias in live.spec.routes[1:]:
+            self.routes.setdefault(alias, live)
 
-    async def remove(self, deployment_id: int) -> bool:
-        live = self.deployments.pop(deployment_id, None)
+    async def remove(self, key: str) -> bool:
+        live = self.deployments.pop(key, None)
         if live is None:
             return False
         live.removed = True

@@ -16,6 +16,10 @@ class ExpressionError(Exception):
     pass
 
 
+class MissingValue(ExpressionError):
+    """A JSON pointer into a body that lacks that member (APIs omit absent members, e.g. FailureReason)."""
+
+
 @dataclass
 class Exchange:
     """The request a step sent and the response it got."""
@@ -62,7 +66,7 @@ def _pointer(value: Any, pointer: str | None) -> Any:
     try:
         return jsonpath.JSONPointer(pointer).resolve(value)
     except (jsonpath.JSONPointerError, TypeError, KeyError) as exc:
-        raise ExpressionError(f"JSON pointer {pointer!r} does not resolve: {exc}") from None
+        raise MissingValue(f"JSON pointer {pointer!r} does not resolve: {exc}") from None
 
 
 def _lookup(mapping: dict[str, Any], name: str, what: str) -> Any:

@@ -15,7 +15,7 @@ import jsonschema
 
 from modelport.workflows import criteria
 from modelport.workflows.document import ArazzoDocument, DocumentError, Operation, base_url
-from modelport.workflows.expressions import Context, Exchange, ExpressionError, evaluate, render
+from modelport.workflows.expressions import Context, Exchange, ExpressionError, MissingValue, render
 from modelport.workflows.files import FileInput
 
 
@@ -164,15 +164,20 @@ class WorkflowRunner:
             elif kind == "retry":
                 key = (step_id, target)
                 retries[key] = retries.get(key, 0) + 1
-        outputs = {name: self._value(expression, ctx, f"workflow output {name!r}")
+        outputs = {name: self._value(expression, ctx, f"workflow output {name!r}", absent_is_null=True)
                    for name, expression in (workflow.get("outputs") or {}).items()}
         ctx.outputs = outputs
         parent.workflows[workflow_id] = {"inputs": inputs, "outputs": outputs}
         return outputs
 
-    def _value(self, expression: Any, ctx: Context, what: str) -> Any:
+    def _value(self, expression: Any, ctx: Context, what: str, *, absent_is_null: bool = False) -> Any:
         try:
             return render(expression, ctx)
+        except MissingValue as exc:
+            if not absent_is_null:
+                raise WorkflowFailed(f"{what}: {exc}") from None
+            ctx.warnings.append(f"{what} is null: {exc}")
+            return None
         except ExpressionError as exc:
             raise WorkflowFailed(f"{what}: {exc}") from None
 
@@ -194,7 +199,7 @@ class WorkflowRunner:
             if ok:
                 saved, ctx.outputs = ctx.outputs, (sub_outputs if sub_outputs is not None else ctx.outputs)
                 try:  # a workflow step's outputs read the sub-workflow's outputs as $outputs
-                    outputs = {name: self._value(expr, ctx, f"step {step_id!r} output {name!r}")
+                    outputs = {name: self._value(expr, ctx, f"step {step_id!r} output {name!r}", absent_is_null=True)
                                for name, expr in (step.get("outputs") or {}).items()}
                 finally:
                     ctx.outputs = saved

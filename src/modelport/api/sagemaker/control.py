@@ -1,0 +1,94 @@
+"""SageMaker control plane: `POST /` with `X-Amz-Target: SageMaker.<Op>` and an `application/x-amz-json-1.1` body."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from modelport.api.sagemaker.auth import authenticate
+from modelport.domain.errors import ModelportError
+from modelport.services.sagemaker import SageMakerError, validation
+
+router = APIRouter(tags=["sagemaker"])
+AMZ_JSON = "application/x-amz-json-1.1"
+
+
+def render(error: ModelportError) -> Response:
+    code = getattr(error, "code", "ValidationException")
+    return Response(orjson.dumps({"__type": code, "Message": error.message}), status_code=error.status,
+                    media_type=AMZ_JSON, headers={"x-amzn-ErrorType": code})
+
+
+async def _operation(request: Request) -> Response:
+    platform = request.app.state.platform
+    service = platform.sagemaker
+    try:
+        body = await request.body()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        region = await authenticate(platform, method="POST", path=request.url.path, query=request.url.query,
+                                    headers=headers, body=body)
+        target = headers.get("x-amz-target", "")
+        prefix, _, op = target.partition(".")
+        if prefix != "SageMaker" or not op:
+            raise SageMakerError("UnknownOperationException", f"unknown operation {target!r}")
+        try:
+            payload = orjson.loads(body) if body.strip() else {}
+        except orjson.JSONDecodeError:
+            raise SageMakerError("SerializationException", "the request body is not valid JSON") from None
+        if not isinstance(payload, dict):
+            raise SageMakerError("SerializationException", "the request body must be a JSON object")
+        result = await _dispatch(service, op, payload, region)
+    except ModelportError as exc:
+        return render(exc)
+    return Response(orjson.dumps(result), media_type=AMZ_JSON)
+
+
+async def _dispatch(service: Any, op: str, payload: dict[str, Any], region: str) -> dict[str, Any]:
+    simple = {
+        "CreateModel": lambda: service.create_model(payload, region),
+        "DescribeModel": lambda: service.describe_model(payload),
+        "DeleteModel": lambda: service.delete_model(payload),
+        "ListModels": lambda: service.list_models(payload),
+        "CreateEndpointConfig": lambda: service.create_endpoint_config(payload, region),
+        "DescribeEndpointConfig": lambda: service.describe_endpoint_config(payload),
+        "DeleteEndpointConfig": lambda: service.delete_endpoint_config(payload),
+        "ListEndpointConfigs": lambda: service.list_endpoint_configs(payload),
+        "DescribeEndpoint": lambda: service.describe_endpoint(payload),
+        "ListEndpoints": lambda: service.list_endpoints(payload),
+    }
+    if op in simple:
+        return await run_in_threadpool(simple[op])
+    if op == "CreateEndpoint":
+        result = await run_in_threadpool(service.create_endpoint, payload, region)
+        endpoint_id = await run_in_threadpool(service.endpoint_id, payload["EndpointName"])
+        service.spawn(service.provision(endpoint_id))
+        return result
+    if op == "DeleteEndpoint":
+        endpoint_id = await run_in_threadpool(service.delete_endpoint, payload)
+
+        async def delete() -> None:
+            await service.plane.remove(f"sagemaker:{endpoint_id}")
+            await run_in_threadpool(service.forget_endpoint, endpoint_id)
+
+        service.spawn(delete())
+        return {}
+    if op in ("UpdateEndpoint", "UpdateEndpointWeightsAndCapacities"):
+        raise SageMakerError("ValidationException", f"{op} is not available yet")
+    raise validation(f"the operation {op!r} is not supported") if op else validation("no operation")
+
+
+@router.post("/", operation_id="sagemaker_operation", include_in_schema=True)
+async def operation_at_root(request: Request) -> Response:
+    """SageMaker hosting operations (CreateModel, CreateEndpointConfig, CreateEndpoint, DescribeEndpoint, ...),
+    named by the X-Amz-Target header, SigV4-signed."""
+    return await _operation(request)
+
+
+@router.post("/sagemaker", operation_id="sagemaker_operation_prefixed")
+async def operation_at_prefix(request: Request) -> Response:
+    """The same, for clients whose endpoint_url has the /sagemaker path."""
+    return await _operation(request)

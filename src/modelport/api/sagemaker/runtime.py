@@ -1,0 +1,118 @@
+"""SageMaker runtime: `POST /endpoints/{name}/invocations`, raw body in and out, on the inference fast path."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import orjson
+
+from modelport.api import errors as error_faces
+from modelport.api import fastpath
+from modelport.api.sagemaker.auth import authenticate
+from modelport.domain.errors import InvalidInput, ModelportError, NotFound, NotReady
+from modelport.serving.replica import BatchRejected
+from modelport.services.sagemaker import SageMakerError
+
+PREFIX = "/endpoints/"
+
+
+def render(error: ModelportError) -> "fastpath.Response":  # type: ignore[name-defined]
+    from starlette.responses import Response
+
+    code = getattr(error, "code", None)
+    if not isinstance(error, SageMakerError):
+        code = {400: "ValidationError", 404: "ValidationError", 413: "ValidationError", 415: "ValidationError",
+                503: "ServiceUnavailable"}.get(error.status, "InternalFailure")
+    status = 400 if code == "ValidationError" else error.status
+    return Response(orjson.dumps({"message": error.message}), status_code=status, media_type="application/json",
+                    headers={"x-amzn-ErrorType": code})
+
+
+error_faces.register_face(PREFIX, render)
+
+
+def decode(body: bytes, content_type: str) -> np.ndarray:
+    """text/csv rows, application/json (a list or list of lists), application/x-npy: a 2-D feature matrix."""
+    kind = (content_type or "application/json").split(";", 1)[0].strip().lower()
+    try:
+        if kind == "text/csv":
+            rows = [line.split(",") for line in body.decode().splitlines() if line.strip()]
+            matrix = np.array(rows, dtype=np.float64)
+        elif kind == "application/json":
+            data = json.loads(body)
+            if isinstance(data, dict):
+                data = data.get("instances", data.get("inputs", data.get("features")))
+            matrix = np.asarray(data, dtype=np.float64)
+        elif kind == "application/x-npy":
+            matrix = np.load(io.BytesIO(body), allow_pickle=False)
+        else:
+            raise InvalidInput(f"content type {kind!r} is not supported: use text/csv, application/json or "
+                               "application/x-npy")
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"the body cannot be read as {kind}: {exc}") from None
+    if matrix.ndim == 1:
+        matrix = matrix.reshape(1, -1)
+    if matrix.ndim != 2 or matrix.shape[0] == 0:
+        raise InvalidInput("the input must be one row or a list of rows of features")
+    return matrix
+
+
+def encode(predictions: np.ndarray, accept: str) -> tuple[bytes, bytes]:
+    kind = (accept or "application/json").split(",", 1)[0].split(";", 1)[0].strip().lower()
+    if kind in ("application/json", "*/*", ""):
+        return orjson.dumps(predictions, option=orjson.OPT_SERIALIZE_NUMPY), b"application/json"
+    if kind == "text/csv":
+        rows = predictions.reshape(len(predictions), -1)
+        return "\n".join(",".join(str(v) for v in row) for row in rows.tolist()).encode() + b"\n", b"text/csv"
+    if kind == "application/x-npy":
+        buffer = io.BytesIO()
+        np.save(buffer, predictions, allow_pickle=False)
+        return buffer.getvalue(), b"application/x-npy"
+    raise InvalidInput(f"Accept {kind!r} is not supported: use application/json, text/csv or application/x-npy")
+
+
+async def invoke(request: fastpath.Request) -> fastpath.Reply:
+    name = request.path[len(PREFIX):-len("/invocations")]
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers.items()}
+    await authenticate(request.platform, method="POST", path=request.path, query=request.query.decode(),
+                       headers=headers, body=request.body)
+    live = request.platform.plane.routes.get(f"sagemaker:{name}")
+    if live is None:
+        raise SageMakerError("ValidationError", f"Endpoint {name} of account {request.platform.sagemaker.account_id} "
+                             "not found.", 400)
+    status = await _status(request.platform, name)
+    if status != "InService" and status != "Updating":
+        raise SageMakerError("ModelNotReadyException", f"Endpoint {name} is {status}, not InService.", 429)
+    matrix = decode(request.body, headers.get("content-type", ""))
+    target = headers.get("x-amzn-sagemaker-target-variant") or None
+    try:
+        result = await request.platform.plane.infer(live, {"inputs": matrix}, len(matrix), target=target,
+                                                    outputs=frozenset({"predictions"}))
+    except NotFound as exc:
+        raise SageMakerError("ValidationError", exc.message, 400) from None
+    except (BatchRejected, NotReady) as exc:
+        message = exc.message if isinstance(exc, NotReady) else str(exc)
+        raise SageMakerError("ModelError", f"Received server error from primary with message \"{message}\".",
+                             424) from None
+    body, content_type = encode(np.asarray(result.outputs["predictions"]), headers.get("accept", ""))
+    extra = [(b"x-amzn-invoked-production-variant", result.variant.name.encode())]
+    attributes = headers.get("x-amzn-sagemaker-custom-attributes")
+    if attributes:
+        extra.append((b"x-amzn-sagemaker-custom-attributes", attributes.encode()))
+    return fastpath.Reply(body, content_type, headers=tuple(extra))
+
+
+async def _status(platform, name: str) -> str:  # type: ignore[no-untyped-def]
+    from starlette.concurrency import run_in_threadpool
+
+    return (await run_in_threadpool(platform.sagemaker.describe_endpoint, {"EndpointName": name}))["EndpointStatus"]
+
+
+fastpath.register(fastpath.Route(PREFIX, "/invocations", invoke, "/endpoints/{EndpointName}/invocations", {
+    "operationId": "sagemaker_invoke_endpoint", "summary": "SageMaker runtime InvokeEndpoint (SigV4-signed)",
+    "requestBody": {"content": {"text/csv": {}, "application/json": {}, "application/x-npy": {}}},
+    "responses": {"200": {"description": "the predictions, as Accept asks"}}, "tags": ["sagemaker"],
+    "security": [],
+}, authenticate=False))

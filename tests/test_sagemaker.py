@@ -1,0 +1,187 @@
+"""The SageMaker face with unmodified boto3 / botocore against a real server, models really served."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import boto3
+import botocore.exceptions
+import joblib
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+
+from tests.support import Server, build_sklearn_classifier
+
+REGION = "eu-west-1"
+ROLE = "arn:aws:iam::123456789012:role/modelport-test"
+IMAGE = "683313688378.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("sagemaker-artifacts")
+
+
+@pytest.fixture(scope="module")
+def server_env(artifacts: Path) -> dict[str, str]:
+    return {"MODELPORT_SAGEMAKER_FILE_ROOTS": json.dumps([str(artifacts)]), "MODELPORT_AWS_ACCOUNT_ID": "123456789012"}
+
+
+@pytest.fixture(scope="module")
+def keys(server: Server) -> tuple[str, str]:
+    env = {**os.environ, "MODELPORT_HOME": str(server.home)}
+    if server.database_url:
+        env["MODELPORT_DATABASE_URL"] = server.database_url
+    out = subprocess.run([sys.executable, "-m", "modelport.cli", "token", "create", "ci", "--aws"], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    return re.search(r"aws_access_key_id:\s+(\S+)", out).group(1), re.search(r"aws_secret_access_key:\s+(\S+)", out).group(1)
+
+
+def clients(server: Server, keys: tuple[str, str], secret: str | None = None):
+    options = {"endpoint_url": server.url, "region_name": REGION, "aws_access_key_id": keys[0],
+               "aws_secret_access_key": secret or keys[1]}
+    return boto3.client("sagemaker", **options), boto3.client("sagemaker-runtime", **options)
+
+
+def model_tarball(folder: Path, name: str, model_path: Path, member: str = "model.joblib") -> str:
+    archive = folder / f"{name}.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(model_path, arcname=member)
+    return f"file://{archive}"
+
+
+def deploy(sm, name: str, url: str, variants: list[tuple[str, float]] | None = None) -> None:
+    sm.create_model(ModelName=name, PrimaryContainer={"Image": IMAGE, "ModelDataUrl": url}, ExecutionRoleArn=ROLE)
+    production = [{"VariantName": v, "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large",
+                   "InitialVariantWeight": w} for v, w in (variants or [("AllTraffic", 1.0)])]
+    sm.create_endpoint_config(EndpointConfigName=f"{name}-config", ProductionVariants=production)
+    sm.create_endpoint(EndpointName=f"{name}-endpoint", EndpointConfigName=f"{name}-config")
+
+
+def test_boto3_deploys_and_invokes_a_real_model(server: Server, keys, artifacts: Path) -> None:
+    sm, runtime = clients(server, keys)
+    model_path = build_sklearn_classifier(artifacts / "iris.joblib")
+    deploy(sm, "iris", model_tarball(artifacts, "iris", model_path))
+    assert sm.describe_endpoint(EndpointName="iris-endpoint")["EndpointStatus"] in ("Creating", "InService")
+    sm.get_waiter("endpoint_in_service").wait(EndpointName="iris-endpoint", WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    described = sm.describe_endpoint(EndpointName="iris-endpoint")
+    assert described["EndpointArn"] == f"arn:aws:sagemaker:{REGION}:123456789012:endpoint/iris-endpoint"
+    assert described["ProductionVariants"][0]["CurrentInstanceCount"] == 1
+
+    x, _ = load_iris(return_X_y=True)
+    rows = x[[0, 60, 120]]
+    expected = joblib.load(model_path).predict(rows).tolist()
+    csv = "\n".join(",".join(map(str, r)) for r in rows)
+    reply = runtime.invoke_endpoint(EndpointName="iris-endpoint", ContentType="text/csv", Body=csv,
+                                    CustomAttributes="trace=1")
+    assert json.loads(reply["Body"].read()) == expected
+    assert reply["InvokedProductionVariant"] == "AllTraffic" and reply["CustomAttributes"] == "trace=1"
+    reply = runtime.invoke_endpoint(EndpointName="iris-endpoint", ContentType="application/json",
+                                    Accept="text/csv", Body=json.dumps(rows.tolist()))
+    assert reply["Body"].read().decode().split() == [str(v) for v in expected]
+
+    assert [m["ModelName"] for m in sm.list_models()["Models"]] == ["iris"]
+    assert sm.describe_model(ModelName="iris")["PrimaryContainer"]["Image"] == IMAGE
+    assert sm.describe_endpoint_config(EndpointConfigName="iris-config")["ProductionVariants"][0]["VariantName"] == "AllTraffic"
+    assert [e["EndpointName"] for e in sm.list_endpoints(StatusEquals="InService")["Endpoints"]] == ["iris-endpoint"]
+    page = sm.list_endpoint_configs(MaxResults=1)
+    assert len(page["EndpointConfigs"]) == 1
+
+
+def test_weights_split_traffic_and_target_variant_forces_one(server: Server, keys, artifacts: Path) -> None:
+    sm, runtime = clients(server, keys)
+    model_path = build_sklearn_classifier(artifacts / "ab.joblib")
+    deploy(sm, "ab", model_tarball(artifacts, "ab", model_path), [("Blue", 3.0), ("Green", 1.0)])
+    sm.get_waiter("endpoint_in_service").wait(EndpointName="ab-endpoint", WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+    counts: Counter[str] = Counter()
+    for _ in range(2000):
+        counts[runtime.invoke_endpoint(EndpointName="ab-endpoint", ContentType="text/csv",
+                                       Body="5.1,3.5,1.4,0.2")["InvokedProductionVariant"]] += 1
+    assert abs(counts["Blue"] / 2000 - 0.75) <= 0.05, counts
+    forced = runtime.invoke_endpoint(EndpointName="ab-endpoint", ContentType="text/csv", Body="5.1,3.5,1.4,0.2",
+                                     TargetVariant="Green")
+    assert forced["InvokedProductionVariant"] == "Green"
+
+
+def test_a_broken_artifact_fails_and_delete_works(server: Server, keys, artifacts: Path) -> None:
+    sm, _ = clients(server, keys)
+    broken = artifacts / "broken.tar.gz"
+    broken.write_bytes(b"this is not a tarball")
+    deploy(sm, "broken", f"file://{broken}")
+    with pytest.raises(botocore.exceptions.WaiterError):
+        sm.get_waiter("endpoint_in_service").wait(EndpointName="broken-endpoint",
+                                                  WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    described = sm.describe_endpoint(EndpointName="broken-endpoint")
+    assert described["EndpointStatus"] == "Failed" and described["FailureReason"]
+    outside = "file:///etc/hostname"
+    sm.create_model(ModelName="outside", PrimaryContainer={"Image": IMAGE, "ModelDataUrl": outside})
+    sm.create_endpoint_config(EndpointConfigName="outside-config", ProductionVariants=[
+        {"VariantName": "v", "ModelName": "outside", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}])
+    sm.create_endpoint(EndpointName="outside-endpoint", EndpointConfigName="outside-config")
+    with pytest.raises(botocore.exceptions.WaiterError):
+        sm.get_waiter("endpoint_in_service").wait(EndpointName="outside-endpoint", WaiterConfig={"Delay": 1})
+    assert "outside the folders" in sm.describe_endpoint(EndpointName="outside-endpoint")["FailureReason"]
+    sm.delete_endpoint(EndpointName="broken-endpoint")
+    sm.get_waiter("endpoint_deleted").wait(EndpointName="broken-endpoint", WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+
+
+def code_of(call) -> str:
+    with pytest.raises(botocore.exceptions.ClientError) as error:
+        call()
+    return error.value.response["Error"]["Code"]
+
+
+def test_validation_and_credentials_errors(server: Server, keys, artifacts: Path) -> None:
+    sm, runtime = clients(server, keys)
+    container = {"Image": IMAGE, "ModelDataUrl": "s3://bucket/model.tar.gz"}
+    assert code_of(lambda: sm.create_model(ModelName="bad_name", PrimaryContainer=container)) == "ValidationException"
+    assert code_of(lambda: sm.create_model(ModelName="x" * 64, PrimaryContainer=container)) == "ValidationException"
+    assert code_of(lambda: sm.create_model(ModelName="ok", PrimaryContainer={**container, "ModelDataUrl": "ftp://x"})) \
+        == "ValidationException"
+    assert code_of(lambda: sm.create_model(ModelName="ok", PrimaryContainer=container, ExecutionRoleArn="not-a-role-arn-at-all-really")) \
+        == "ValidationException"
+    sm.create_model(ModelName="dup", PrimaryContainer=container)
+    assert code_of(lambda: sm.create_model(ModelName="dup", PrimaryContainer=container)) == "ValidationException"
+    assert code_of(lambda: sm.create_endpoint_config(EndpointConfigName="c", ProductionVariants=[
+        {"VariantName": "v", "ModelName": "missing", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}])) \
+        == "ValidationException"
+    assert code_of(lambda: sm.create_endpoint(EndpointName="e", EndpointConfigName="missing")) == "ValidationException"
+    assert code_of(lambda: sm.describe_endpoint(EndpointName="missing")) == "ValidationException"
+    assert code_of(lambda: sm.list_endpoints(StatusEquals="Sleeping")) == "ValidationException"
+    assert code_of(lambda: runtime.invoke_endpoint(EndpointName="missing", ContentType="text/csv", Body="1")) \
+        == "ValidationError"
+    bad_sm, _ = clients(server, keys, secret="wrong-secret")
+    assert code_of(lambda: bad_sm.list_models()) == "InvalidSignatureException"
+    unknown, _ = clients(server, ("AKMPUNKNOWN", "x"))
+    assert code_of(lambda: unknown.list_models()) == "UnrecognizedClientException"
+    assert [m["ModelName"] for m in sm.list_models(NameContains="dup")["Models"]] == ["dup"]
+
+
+def test_the_seed_sagemaker_workflow_runs_verbatim(server: Server, keys, artifacts: Path) -> None:
+    model_path = build_sklearn_classifier(artifacts / "arazzo.joblib")
+    url = model_tarball(artifacts, "arazzo", model_path)
+    inputs = {"modelName": "arazzo-model", "image": IMAGE, "modelDataUrl": url, "executionRoleArn": ROLE,
+              "endpointConfigName": "arazzo-config", "variantName": "AllTraffic", "initialInstanceCount": "1",
+              "instanceType": "ml.m5.large", "endpointName": "arazzo-endpoint"}
+    args = [sys.executable, "-m", "modelport.cli", "workflow", "run",
+            str(ROOT.parent / "shared" / "seeds" / "arazzo" / "amazon-sagemaker-deploy-model-to-endpoint-workflow.yml"),
+            "--server", f"sagemakerApi={server.url}", "--server-variable", f"region={REGION}",
+            "--poll-interval", "0.5", "--json"]
+    for key, value in inputs.items():
+        args += ["--input", f"{key}={value}"]
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": keys[0], "AWS_SECRET_ACCESS_KEY": keys[1]}
+    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    outputs = json.loads(result.stdout)["outputs"]
+    assert outputs["endpointStatus"] == "InService"
+    assert outputs["modelArn"].endswith(":model/arazzo-model") and outputs["endpointArn"].endswith(":endpoint/arazzo-endpoint")
