@@ -185,3 +185,66 @@ def test_the_seed_sagemaker_workflow_runs_verbatim(server: Server, keys, artifac
     outputs = json.loads(result.stdout)["outputs"]
     assert outputs["endpointStatus"] == "InService"
     assert outputs["modelArn"].endswith(":model/arazzo-model") and outputs["endpointArn"].endswith(":endpoint/arazzo-endpoint")
+
+
+def test_update_endpoint_under_load_switches_without_errors(server: Server, keys, artifacts: Path) -> None:
+    import threading
+
+    from sklearn.dummy import DummyClassifier
+
+    sm, runtime = clients(server, keys)
+    first = build_sklearn_classifier(artifacts / "rolling-a.joblib")
+    x, y = load_iris(return_X_y=True)
+    second = artifacts / "rolling-b.joblib"
+    joblib.dump(DummyClassifier(strategy="constant", constant=2).fit(x, y), second)
+    deploy(sm, "rolling", model_tarball(artifacts, "rolling-a", first))
+    sm.get_waiter("endpoint_in_service").wait(EndpointName="rolling-endpoint", WaiterConfig={"Delay": 1})
+    sm.create_model(ModelName="rolling-b", PrimaryContainer={"Image": IMAGE,
+                                                             "ModelDataUrl": model_tarball(artifacts, "rolling-b", second)})
+    sm.create_endpoint_config(EndpointConfigName="rolling-b-config", ProductionVariants=[
+        {"VariantName": "AllTraffic", "ModelName": "rolling-b", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}])
+    stop = threading.Event()
+    answers: list[int] = []
+    errors: list[Exception] = []
+
+    def invoke() -> None:
+        _, client = clients(server, keys)
+        while not stop.is_set():
+            try:
+                reply = client.invoke_endpoint(EndpointName="rolling-endpoint", ContentType="text/csv",
+                                               Body="5.1,3.5,1.4,0.2")
+                answers.append(json.loads(reply["Body"].read())[0])
+            except Exception as exc:  # noqa: BLE001 - every error counts
+                errors.append(exc)
+
+    threads = [threading.Thread(target=invoke) for _ in range(8)]
+    for t in threads:
+        t.start()
+    try:
+        sm.update_endpoint(EndpointName="rolling-endpoint", EndpointConfigName="rolling-b-config")
+        assert sm.describe_endpoint(EndpointName="rolling-endpoint")["EndpointStatus"] in ("Updating", "InService")
+        sm.get_waiter("endpoint_in_service").wait(EndpointName="rolling-endpoint", WaiterConfig={"Delay": 1})
+        import time
+
+        deadline = time.monotonic() + 30
+        while (not answers or answers[-1] != 2) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors[:3]
+    assert answers[0] == 0 and answers[-1] == 2
+    sm.update_endpoint_weights_and_capacities(EndpointName="rolling-endpoint", DesiredWeightsAndCapacities=[
+        {"VariantName": "AllTraffic", "DesiredInstanceCount": 2}])
+    sm.get_waiter("endpoint_in_service").wait(EndpointName="rolling-endpoint", WaiterConfig={"Delay": 1})
+    summary = sm.describe_endpoint(EndpointName="rolling-endpoint")["ProductionVariants"][0]
+    assert summary["DesiredInstanceCount"] == 2 and summary["CurrentInstanceCount"] == 2
+
+
+def test_endpoints_come_back_after_a_restart(server: Server, keys) -> None:
+    server.restart()
+    sm, runtime = clients(server, keys)
+    sm.get_waiter("endpoint_in_service").wait(EndpointName="iris-endpoint", WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    reply = runtime.invoke_endpoint(EndpointName="iris-endpoint", ContentType="text/csv", Body="5.1,3.5,1.4,0.2")
+    assert json.loads(reply["Body"].read()) == [0]

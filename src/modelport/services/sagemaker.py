@@ -246,19 +246,64 @@ class SageMakerService:
             if row.failure_reason:
                 described["FailureReason"] = row.failure_reason
             live = self.plane.deployments.get(f"sagemaker:{row.id}")
+            row_overrides = dict(row.variant_overrides or {})
         summaries = []
         for v in (config.definition["ProductionVariants"] if config else []):
             variant = next((x for x in live.variants if x.name == v["VariantName"]), None) if live else None
             running = sum(1 for r in variant.replicas if r.state == "Running") if variant else 0
             summaries.append({"VariantName": v["VariantName"],
                               "CurrentWeight": variant.weight if variant else 0.0,
-                              "DesiredWeight": float(v.get("InitialVariantWeight", 1.0)),
+                              "DesiredWeight": float((row_overrides.get(v["VariantName"]) or {}).get(
+                                  "DesiredWeight", v.get("InitialVariantWeight", 1.0))),
                               "CurrentInstanceCount": running,
-                              "DesiredInstanceCount": v.get("InitialInstanceCount", 1),
+                              "DesiredInstanceCount": (row_overrides.get(v["VariantName"]) or {}).get(
+                                  "DesiredInstanceCount", v.get("InitialInstanceCount", 1)),
                               "DeployedImages": [{"SpecifiedImage": v.get("ModelName")}]})
         if summaries:
             described["ProductionVariants"] = summaries
         return described
+
+    def update_endpoint(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Point the endpoint at another config; the switch to it is the plane's zero-downtime variant swap."""
+        name = _required(request, "EndpointName")
+        config = _required(request, "EndpointConfigName")
+        with self.db.session() as s:
+            row = self._endpoint(s, name)
+            if s.get(SageMakerEndpointConfig, config) is None:
+                raise validation(f'Could not find endpoint configuration "{config}".')
+            if row.status not in ("InService", "Failed"):
+                raise validation(f"Cannot update in-progress endpoint \"{row.arn}\".")
+            row.config_name, row.variant_overrides = config, {}
+            row.status, row.failure_reason, row.updated_at = "Updating", None, utcnow()
+            return row.id, {"EndpointArn": row.arn}
+
+    def update_weights(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        name = _required(request, "EndpointName")
+        desired = request.get("DesiredWeightsAndCapacities")
+        if not isinstance(desired, list) or not desired:
+            raise validation("DesiredWeightsAndCapacities must list at least one variant")
+        with self.db.session() as s:
+            row = self._endpoint(s, name)
+            if row.status != "InService":
+                raise validation(f"Cannot update in-progress endpoint \"{row.arn}\".")
+            config = s.get(SageMakerEndpointConfig, row.config_name)
+            known = {v["VariantName"] for v in (config.definition["ProductionVariants"] if config else [])}
+            overrides = dict(row.variant_overrides or {})
+            for item in desired:
+                variant = item.get("VariantName") if isinstance(item, dict) else None
+                if variant not in known:
+                    raise validation(f"The variant name {variant!r} is not in endpoint {name!r}.")
+                weight, count = item.get("DesiredWeight"), item.get("DesiredInstanceCount")
+                if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0):
+                    raise validation("DesiredWeight must be a number >= 0")
+                if count is not None and (isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 16):
+                    raise validation("DesiredInstanceCount must be between 1 and 16 here")
+                entry = dict(overrides.get(variant, {}))
+                entry.update({k: v for k, v in (("DesiredWeight", weight), ("DesiredInstanceCount", count)) if v is not None})
+                overrides[variant] = entry
+            row.variant_overrides = overrides
+            row.status, row.updated_at = "Updating", utcnow()
+            return row.id, {"EndpointArn": row.arn}
 
     def delete_endpoint(self, request: dict[str, Any]) -> int:
         name = _required(request, "EndpointName")
@@ -305,7 +350,8 @@ class SageMakerService:
             if config is None:
                 raise SageMakerError("ValidationException", f"endpoint configuration {row.config_name!r} was deleted")
             models = {v["ModelName"]: s.get(SageMakerModel, v["ModelName"]) for v in config.definition["ProductionVariants"]}
-            name, variants_def = row.name, config.definition["ProductionVariants"]
+            name, variants_def, overrides = row.name, config.definition["ProductionVariants"], dict(row.variant_overrides or {})
+            config_name = row.config_name
         variants = []
         for v in variants_def:
             model = models[v["ModelName"]]
@@ -313,13 +359,15 @@ class SageMakerService:
                 raise SageMakerError("ValidationException", f"model {v['ModelName']!r} was deleted")
             container = model.definition["PrimaryContainer"]
             framework = framework_of(container["Image"])
-            folder = self.root / "endpoints" / str(endpoint_id) / v["VariantName"]
+            # per config: an update never deletes files under a variant that still serves
+            folder = self.root / "endpoints" / str(endpoint_id) / config_name / v["VariantName"]
             path, sha = self._fetch(container.get("ModelDataUrl"), folder, framework)
-            count = int(v.get("InitialInstanceCount", 1))
+            override = overrides.get(v["VariantName"], {})
+            count = int(override.get("DesiredInstanceCount", v.get("InitialInstanceCount", 1)))
             variants.append(VariantSpec(
-                name=v["VariantName"], pipeline_version=model.name, pipeline_version_pk=0,
+                name=v["VariantName"], pipeline_version=f"{model.name}@{sha[:12]}", pipeline_version_pk=0,
                 steps=((ModelSpec(model.name, model.name, sha, framework, str(path)),),),
-                weight=float(v.get("InitialVariantWeight", 1.0)),
+                weight=float(override.get("DesiredWeight", v.get("InitialVariantWeight", 1.0))),
                 scaling=Scaling(initial=count, minimum=count, maximum=count), batching=Batching()))
         return DeploymentSpec(endpoint_id, name, 0, 0, name, tuple(variants), face="sagemaker")
 

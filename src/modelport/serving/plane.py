@@ -176,6 +176,16 @@ class Variant:
             for r in failed[:-1]:  # keep the latest failure for the status, not one per attempt
                 self.replicas.remove(r)
 
+    async def resize(self, count: int) -> None:
+        """Fixed-size variants (min == max): start or stop replicas until `count` run."""
+        live = [r for r in self.replicas if r.state in (Replica.RUNNING, Replica.STARTING)]
+        if len(live) < count:
+            await asyncio.gather(*(self._start_replica() for _ in range(count - len(live))), return_exceptions=True)
+        for victim in live[count:]:
+            self.replicas.remove(victim)
+            self.batcher.remove_replica(victim)
+            await victim.stop()
+
     async def autoscale(self, now: float) -> None:
         scaling = self.spec.scaling
         if self._stopped or not scaling.autoscaled:
@@ -331,6 +341,8 @@ class ServingPlane:
             keep = [current[n] for n in wanted if n in current and n not in fresh_names]
             for v in keep:
                 v.spec = wanted[v.name]  # same models: only weight or scaling changed
+                if not v.spec.scaling.autoscaled:
+                    await v.resize(v.spec.scaling.initial)
             new_variants = keep + fresh
             retired = [v for v in live.variants if v not in new_variants]
             total = sum(wanted[v.name].weight for v in new_variants) or 1.0

@@ -274,6 +274,7 @@ class SageMakerEndpoint(Base):
     name: Mapped[str] = mapped_column(String(63), unique=True)
     arn: Mapped[str] = mapped_column(String(255))
     config_name: Mapped[str] = mapped_column(String(63))
+    variant_overrides: Mapped[dict[str, Any]] = mapped_column(default=dict)  # UpdateEndpointWeightsAndCapacities
     status: Mapped[str] = mapped_column(String(32))
     failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

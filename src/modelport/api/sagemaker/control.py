@@ -77,7 +77,10 @@ async def _dispatch(service: Any, op: str, payload: dict[str, Any], region: str)
         service.spawn(delete())
         return {}
     if op in ("UpdateEndpoint", "UpdateEndpointWeightsAndCapacities"):
-        raise SageMakerError("ValidationException", f"{op} is not available yet")
+        update = service.update_endpoint if op == "UpdateEndpoint" else service.update_weights
+        endpoint_id, result = await run_in_threadpool(update, payload)
+        service.spawn(service.provision(endpoint_id, updating=True))
+        return result
     raise validation(f"the operation {op!r} is not supported") if op else validation("no operation")
 
 

@@ -37,6 +37,7 @@ def upgrade() -> None:
     sa.Column('name', sa.String(length=63), nullable=False),
     sa.Column('arn', sa.String(length=255), nullable=False),
     sa.Column('config_name', sa.String(length=63), nullable=False),
+    sa.Column('variant_overrides', sa.JSON(), nullable=False),
     sa.Column('status', sa.String(length=32), nullable=False),
     sa.Column('failure_reason', sa.Text(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
