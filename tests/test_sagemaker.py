@@ -242,6 +242,70 @@ def test_update_endpoint_under_load_switches_without_errors(server: Server, keys
     assert summary["DesiredInstanceCount"] == 2 and summary["CurrentInstanceCount"] == 2
 
 
+INFERENCE_PY = b'''
+import json
+import os
+
+import humanize
+import joblib
+
+
+def model_fn(model_dir, context=None):
+    return joblib.load(os.path.join(model_dir, "model.joblib"))
+
+
+def input_fn(body, content_type):
+    if content_type != "application/json":
+        raise ValueError("only JSON here")
+    rows = json.loads(body)["rows"]
+    if rows == "boom":
+        raise RuntimeError("the handler blew up")
+    return rows
+
+
+def predict_fn(data, model, context=None):
+    return model.predict(data)
+
+
+def output_fn(prediction, accept):
+    return json.dumps({"labels": [int(p) for p in prediction],
+                       "count": humanize.intcomma(1000 * len(prediction))}), "application/json"
+'''
+
+
+def test_inference_toolkit_handlers_and_their_requirements(server: Server, keys, artifacts: Path) -> None:
+    sm, runtime = clients(server, keys)
+    model_path = build_sklearn_classifier(artifacts / "handler.joblib")
+    archive = artifacts / "handler.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(model_path, arcname="model.joblib")
+        for name, data in (("code/inference.py", INFERENCE_PY), ("code/requirements.txt", b"humanize>=4\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    sm.create_model(ModelName="handler", PrimaryContainer={
+        "Image": "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-inference:2.1-cpu-py310",
+        "ModelDataUrl": f"file://{archive}", "Environment": {"SAGEMAKER_PROGRAM": "inference.py"}})
+    sm.create_endpoint_config(EndpointConfigName="handler-config", ProductionVariants=[
+        {"VariantName": "AllTraffic", "ModelName": "handler", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}])
+    sm.create_endpoint(EndpointName="handler-endpoint", EndpointConfigName="handler-config")
+    sm.get_waiter("endpoint_in_service").wait(EndpointName="handler-endpoint",
+                                              WaiterConfig={"Delay": 1, "MaxAttempts": 180})
+    x, _ = load_iris(return_X_y=True)
+    rows = x[[0, 60, 120]].tolist()
+    reply = runtime.invoke_endpoint(EndpointName="handler-endpoint", ContentType="application/json",
+                                    Body=json.dumps({"rows": rows}))
+    assert json.loads(reply["Body"].read()) == {"labels": joblib.load(model_path).predict(rows).tolist(),
+                                                 "count": "3,000"}
+    assert reply["ContentType"] == "application/json"
+    with pytest.raises(botocore.exceptions.ClientError) as error:
+        runtime.invoke_endpoint(EndpointName="handler-endpoint", ContentType="application/json",
+                                Body=json.dumps({"rows": "boom"}))
+    assert error.value.response["Error"]["Code"] == "ModelError"
+    assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 424
+    assert "blew up" in error.value.response["OriginalMessage"]
+
+
 def test_endpoints_come_back_after_a_restart(server: Server, keys) -> None:
     server.restart()
     sm, runtime = clients(server, keys)

@@ -27,6 +27,7 @@ class ModelSpec:
     framework: str
     path: str
     requirements: tuple[str, ...] = ()
+    environment: tuple[tuple[str, str], ...] = ()  # set in the replica's process (a container's Environment)
 
     @property
     def tag(self) -> str:
@@ -65,7 +66,8 @@ class VariantSpec:
     batching: Batching = field(default_factory=Batching)
 
     def worker_spec(self) -> dict[str, Any]:
-        return {"steps": [{"models": [m.__dict__ | {"requirements": list(m.requirements)} for m in step]}
+        return {"steps": [{"models": [m.__dict__ | {"requirements": list(m.requirements),
+                                                    "environment": dict(m.environment)} for m in step]}
                           for step in self.steps]}
 
 

@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from modelport.domain.deployments import Batching, DeploymentSpec, DeploymentStatus, ModelSpec, Scaling, VariantSpec
 from modelport.domain.errors import ModelportError
+from modelport.jobs.environments import normalise
 from modelport.serving.plane import ServingPlane
 from modelport.store.database import Database
 from modelport.store.tables import (
@@ -123,7 +124,6 @@ class SageMakerService:
         if role is not None and (not isinstance(role, str) or not ROLE_ARN.match(role)):
             raise validation(f"Value {role!r} at 'executionRoleArn' failed to satisfy constraint: Member must satisfy "
                              "regular expression pattern: ^arn:aws[a-z\\-]*:iam::\\d{12}:role/?[a-zA-Z_0-9+=,.@\\-_/]+$")
-        framework_of(image)
         arn = self.arn("model", name, region)
         with self.db.session() as s:
             if s.get(SageMakerModel, name) is not None:
@@ -358,20 +358,21 @@ class SageMakerService:
             if model is None:
                 raise SageMakerError("ValidationException", f"model {v['ModelName']!r} was deleted")
             container = model.definition["PrimaryContainer"]
-            framework = framework_of(container["Image"])
             # per config: an update never deletes files under a variant that still serves
             folder = self.root / "endpoints" / str(endpoint_id) / config_name / v["VariantName"]
-            path, sha = self._fetch(container.get("ModelDataUrl"), folder, framework)
+            path, sha, framework, requirements = self._fetch(container.get("ModelDataUrl"), folder, container["Image"])
+            environment = tuple(sorted((str(k), str(val)) for k, val in (container.get("Environment") or {}).items()))
             override = overrides.get(v["VariantName"], {})
             count = int(override.get("DesiredInstanceCount", v.get("InitialInstanceCount", 1)))
             variants.append(VariantSpec(
                 name=v["VariantName"], pipeline_version=f"{model.name}@{sha[:12]}", pipeline_version_pk=0,
-                steps=((ModelSpec(model.name, model.name, sha, framework, str(path)),),),
+                steps=((ModelSpec(model.name, model.name, sha, framework, str(path), requirements, environment),),),
                 weight=float(override.get("DesiredWeight", v.get("InitialVariantWeight", 1.0))),
                 scaling=Scaling(initial=count, minimum=count, maximum=count), batching=Batching()))
         return DeploymentSpec(endpoint_id, name, 0, 0, name, tuple(variants), face="sagemaker")
 
-    def _fetch(self, url: str | None, folder: Path, framework: str) -> tuple[Path, str]:
+    def _fetch(self, url: str | None, folder: Path, image: str) -> tuple[Path, str, str, tuple[str, ...]]:
+        """Download and unpack; return what to load, its sha256, the runtime and the code's requirements."""
         if not url:
             raise SageMakerError("ValidationException", "the model has no ModelDataUrl")
         shutil.rmtree(folder, ignore_errors=True)
@@ -409,13 +410,16 @@ class SageMakerService:
         else:
             unpacked.mkdir()
             shutil.move(str(download), unpacked / Path(url).name)
-        if (unpacked / "code" / "inference.py").exists():
-            raise SageMakerError("ValidationException", "model.tar.gz has code/inference.py: custom inference "
-                                 "handlers are not served yet; package the model file alone")
+        code = unpacked / "code"
+        if code.is_dir() and any(code.glob("*.py")):  # the inference toolkit contract: code/inference.py
+            requirements_file = code / "requirements.txt"
+            requirements = tuple(normalise(requirements_file.read_text())) if requirements_file.exists() else ()
+            return unpacked, sha, "sagemaker-handler", requirements
+        framework = framework_of(image)
         for pattern in MODEL_FILES[framework]:
             found = sorted(unpacked.rglob(pattern))
             if found:
-                return found[0], sha
+                return found[0], sha, framework, ()
         raise SageMakerError("ValidationException", f"no {framework} model file in the model data (looked for "
                              f"{', '.join(MODEL_FILES[framework])})")
 

@@ -27,6 +27,7 @@ class BatchResult:
     elapsed: list[int]
     replica: str
     batch_rows: int
+    meta: dict[str, Any] = field(default_factory=dict)  # the replica's reply header (e.g. a content type)
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Pending:
     retried: bool = False
     alone: bool = False  # run in a batch of its own (its batch was refused for bad input)
     outputs: frozenset[str] | None = None
+    extra: dict[str, Any] | None = None  # more header fields for the replica (a raw invocation); never batched
 
 
 def signature_of(columns: Columns, outputs: frozenset[str] | None) -> tuple[Any, ...]:
@@ -95,9 +97,11 @@ class Batcher:
         return len(self.idle) + len(self.busy)
 
     # -- requests --------------------------------------------------------------------------------------------------
-    def submit(self, columns: Columns, rows: int, outputs: frozenset[str] | None = None) -> asyncio.Future[BatchResult]:
+    def submit(self, columns: Columns, rows: int, outputs: frozenset[str] | None = None,
+               extra: dict[str, Any] | None = None) -> asyncio.Future[BatchResult]:
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        self.queue.append(Pending(columns, rows, signature_of(columns, outputs), future, outputs=outputs))
+        self.queue.append(Pending(columns, rows, signature_of(columns, outputs), future, outputs=outputs, extra=extra,
+                                  alone=extra is not None))
         self._drained.clear()
         self._dispatch()
         return future
@@ -187,7 +191,7 @@ class Batcher:
         self.running[replica] = (started, batch)
         lost = False
         try:
-            outputs, elapsed = await replica.infer(concat(batch), rows, batch[0].outputs)
+            outputs, elapsed, meta = await replica.infer(concat(batch), rows, batch[0].outputs, batch[0].extra)
         except ReplicaFailed as exc:
             lost = True
             for p in batch:  # the replica died under this batch: give each request one more chance elsewhere
@@ -210,7 +214,7 @@ class Batcher:
         else:
             for p, part in zip(batch, split(outputs, batch)):
                 if not p.future.done():
-                    p.future.set_result(BatchResult(part, elapsed, replica.name, rows))
+                    p.future.set_result(BatchResult(part, elapsed, replica.name, rows, meta))
             seconds = time.perf_counter() - started
             for observe in self.observers:
                 observe(rows, seconds)

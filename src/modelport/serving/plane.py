@@ -16,9 +16,11 @@ import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from modelport.domain.deployments import DeploymentSpec, DeploymentStatus, VariantSpec
 from modelport.domain.errors import InvalidInput, NotFound, NotReady
@@ -50,6 +52,7 @@ class InferenceResult:
     variant: Variant
     replica: str
     elapsed: list[int]
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class Variant:
@@ -412,6 +415,15 @@ class ServingPlane:
         meters.latency.observe(time.perf_counter() - started)
         return result
 
+    async def invoke_raw(self, live: LiveDeployment, body: bytes, content_type: str, accept: str, *,
+                         target: str | None = None) -> tuple[bytes, str, Variant]:
+        """Raw bytes through a handler model (SageMaker's inference.py): one request per replica hop."""
+        variant = live.pick(target)
+        variant.last_request = time.monotonic()
+        extra = {"op": "invoke", "content_type": content_type, "accept": accept}
+        result = await self._run(live, variant, {"body": np.frombuffer(body, dtype=np.uint8)}, 1, None, extra)
+        return result.outputs["body"].tobytes(), result.meta.get("content_type", "application/json"), variant
+
     def _meters(self, live: LiveDeployment) -> Meters:
         route = live.spec.route
         requests, latency = self.metrics.requests, self.metrics.latency
@@ -420,21 +432,21 @@ class ServingPlane:
         return live.meters
 
     async def _run(self, live: LiveDeployment, variant: Variant, columns: Columns, rows: int,
-                   outputs: frozenset[str] | None) -> InferenceResult:
+                   outputs: frozenset[str] | None, extra: dict[str, Any] | None = None) -> InferenceResult:
         if variant.batcher.replicas == 0:
             if variant.status == DeploymentStatus.ERROR and variant.spec.scaling.minimum > 0:
                 raise NotReady(f"deployment {live.spec.name!r} is failing: {variant.error}")
             variant.ensure_capacity()
         # No timer per request: the housekeeping loop expires requests that wait too long (see `_housekeeping`).
         try:
-            result: BatchResult = await variant.batcher.submit(columns, rows, outputs)
+            result: BatchResult = await variant.batcher.submit(columns, rows, outputs, extra)
         except BatchRejected as exc:
             if exc.kind == "input":
                 raise InvalidInput(exc.args[0]) from None
             raise
         except ReplicaFailed as exc:
             raise NotReady(str(exc)) from None
-        return InferenceResult(result.outputs, variant, result.replica, result.elapsed)
+        return InferenceResult(result.outputs, variant, result.replica, result.elapsed, result.meta)
 
     async def _housekeeping(self) -> None:
         """Housekeeping, about once a second: expire requests that waited too long, replace replicas stuck on a

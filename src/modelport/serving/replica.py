@@ -97,14 +97,15 @@ class Replica:
         if self.on_exit is not None:
             self.on_exit(self)
 
-    async def infer(self, columns: Columns, rows: int, outputs: frozenset[str] | None = None) -> tuple[Columns, list[int]]:
-        request = {"op": "infer", "rows": rows}
+    async def infer(self, columns: Columns, rows: int, outputs: frozenset[str] | None = None,
+                    extra: dict[str, Any] | None = None) -> tuple[Columns, list[int], dict[str, Any]]:
+        request: dict[str, Any] = {"op": "infer", "rows": rows, **(extra or {})}
         if outputs:
             request["outputs"] = sorted(outputs)
-        header, outputs = await self._round_trip(request, columns)
+        header, results = await self._round_trip(request, columns)
         if not header.get("ok"):
             raise BatchRejected(header.get("kind", "model"), header.get("error", "the model failed"))
-        return outputs, header.get("elapsed", [])
+        return results, header.get("elapsed", []), header
 
     async def _round_trip(self, header: dict[str, Any], columns: Columns | None) -> tuple[dict[str, Any], Columns]:
         assert self._reader is not None and self._writer is not None

@@ -228,4 +228,10 @@ def load_runtime(framework: str, path: Path, workdir: Path) -> Runtime:
         return XGBoostRuntime(path)
     if framework == "python":
         return PythonRuntime(path, workdir)
+    if framework == "sagemaker-handler":
+        from modelport.serving.handlers import HandlerRuntime
+
+        import os
+
+        return HandlerRuntime(path, os.environ.get("SAGEMAKER_PROGRAM", "inference.py"))  # type: ignore[return-value]
     raise ValueError(f"unknown framework {framework!r}")

@@ -29,6 +29,8 @@ class Pipeline:
         self.models: list[dict[str, Any]] = []
         for i, step in enumerate(spec["steps"]):
             model = step["models"][0]  # alternatives within one step (A/B) are expressed as variants instead
+            if model.get("environment"):
+                os.environ.update(model["environment"])  # the container's Environment (SAGEMAKER_PROGRAM, ...)
             runtime = load_runtime(model["framework"], Path(model["path"]), workdir / f"step{i}")
             self.steps.append(runtime)
             self.models.append({"name": model["name"], "version": model["version"], "sha": model["sha"],
@@ -65,6 +67,9 @@ def _serve_connection(pipeline: Pipeline, conn: socket.socket) -> None:
         if header.get("op") == "ping":
             conn.sendall(b"".join(wire.encode({"ok": True})))
             continue
+        if header.get("op") == "invoke":  # raw bytes through a SageMaker-style handler
+            conn.sendall(b"".join(bytes(chunk) for chunk in _invoke(pipeline, header, columns)))
+            continue
         try:
             wanted = header.get("outputs")
             outputs, elapsed = pipeline.run(columns, frozenset(wanted) if wanted else None)
@@ -81,6 +86,24 @@ def _serve_connection(pipeline: Pipeline, conn: socket.socket) -> None:
             traceback.print_exc()
             reply = wire.encode({"ok": False, "kind": "model", "error": f"{type(exc).__name__}: {exc}"})
         conn.sendall(b"".join(bytes(chunk) for chunk in reply))
+
+
+def _invoke(pipeline: Pipeline, header: dict[str, Any], columns: Columns) -> list[Any]:
+    from modelport.serving.handlers import HandlerError
+
+    runtime = pipeline.steps[0]
+    try:
+        start = time.perf_counter_ns()
+        body, kind = runtime.invoke(columns["body"].tobytes(), header.get("content_type", ""),  # type: ignore[attr-defined]
+                                    header.get("accept", ""))
+        elapsed = [time.perf_counter_ns() - start]
+        return wire.encode({"ok": True, "elapsed": elapsed, "content_type": kind},
+                           {"body": np.frombuffer(body, dtype=np.uint8)})
+    except HandlerError as exc:
+        return wire.encode({"ok": False, "kind": "input", "error": str(exc)})
+    except Exception as exc:  # noqa: BLE001 - the handler's own failure (SageMaker's ModelError)
+        traceback.print_exc()
+        return wire.encode({"ok": False, "kind": "model", "error": f"{type(exc).__name__}: {exc}"})
 
 
 def main(argv: list[str]) -> int:

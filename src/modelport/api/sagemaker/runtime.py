@@ -26,7 +26,11 @@ def render(error: ModelportError) -> "fastpath.Response":  # type: ignore[name-d
         code = {400: "ValidationError", 404: "ValidationError", 413: "ValidationError", 415: "ValidationError",
                 503: "ServiceUnavailable"}.get(error.status, "InternalFailure")
     status = 400 if code == "ValidationError" else error.status
-    return Response(orjson.dumps({"message": error.message}), status_code=status, media_type="application/json",
+    body = {"message": error.message}
+    if code == "ModelError":
+        body = {"Message": error.message, "OriginalStatusCode": 500, "OriginalMessage": error.message,
+                "LogStreamArn": ""}
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json",
                     headers={"x-amzn-ErrorType": code})
 
 
@@ -85,19 +89,31 @@ async def invoke(request: fastpath.Request) -> fastpath.Reply:
     status = await _status(request.platform, name)
     if status != "InService" and status != "Updating":
         raise SageMakerError("ModelNotReadyException", f"Endpoint {name} is {status}, not InService.", 429)
-    matrix = decode(request.body, headers.get("content-type", ""))
-    target = headers.get("x-amzn-sagemaker-target-variant") or None
+    plane = request.platform.plane
     try:
-        result = await request.platform.plane.infer(live, {"inputs": matrix}, len(matrix), target=target,
-                                                    outputs=frozenset({"predictions"}))
+        variant = live.pick(headers.get("x-amzn-sagemaker-target-variant") or None)
+        if variant.spec.steps[0][0].framework == "sagemaker-handler":  # the model's own inference.py
+            body, kind, variant = await plane.invoke_raw(live, request.body, headers.get("content-type", ""),
+                                                          headers.get("accept", ""), target=variant.name)
+            content_type = kind.encode()
+        else:
+            matrix = decode(request.body, headers.get("content-type", ""))
+            result = await plane.infer(live, {"inputs": matrix}, len(matrix), target=variant.name,
+                                       outputs=frozenset({"predictions"}))
+            body, content_type = encode(np.asarray(result.outputs["predictions"]), headers.get("accept", ""))
     except NotFound as exc:
         raise SageMakerError("ValidationError", exc.message, 400) from None
-    except (BatchRejected, NotReady) as exc:
-        message = exc.message if isinstance(exc, NotReady) else str(exc)
-        raise SageMakerError("ModelError", f"Received server error from primary with message \"{message}\".",
+    except InvalidInput:
+        raise
+    except BatchRejected as exc:
+        if exc.kind == "input":
+            raise SageMakerError("ValidationError", str(exc), 400) from None
+        raise SageMakerError("ModelError", f"Received server error (500) from primary with message \"{exc}\".",
                              424) from None
-    body, content_type = encode(np.asarray(result.outputs["predictions"]), headers.get("accept", ""))
-    extra = [(b"x-amzn-invoked-production-variant", result.variant.name.encode())]
+    except NotReady as exc:
+        raise SageMakerError("ModelError", f"Received server error from primary with message \"{exc.message}\".",
+                             424) from None
+    extra = [(b"x-amzn-invoked-production-variant", variant.name.encode())]
     attributes = headers.get("x-amzn-sagemaker-custom-attributes")
     if attributes:
         extra.append((b"x-amzn-sagemaker-custom-attributes", attributes.encode()))
