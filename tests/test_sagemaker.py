@@ -33,8 +33,24 @@ def artifacts(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server_env(artifacts: Path) -> dict[str, str]:
-    return {"MODELPORT_SAGEMAKER_FILE_ROOTS": json.dumps([str(artifacts)]), "MODELPORT_AWS_ACCOUNT_ID": "123456789012"}
+def s3() -> str:
+    """An S3-compatible server on loopback (moto's), standing in for AWS S3 or MinIO."""
+    from moto.server import ThreadedMotoServer
+
+    from tests.support import free_port
+
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    moto.start()
+    yield f"http://127.0.0.1:{port}"
+    moto.stop()
+
+
+@pytest.fixture(scope="module")
+def server_env(artifacts: Path, s3: str) -> dict[str, str]:
+    return {"MODELPORT_SAGEMAKER_FILE_ROOTS": json.dumps([str(artifacts)]), "MODELPORT_AWS_ACCOUNT_ID": "123456789012",
+            "MODELPORT_S3_ENDPOINT_URL": s3, "AWS_ACCESS_KEY_ID": "s3-reader", "AWS_SECRET_ACCESS_KEY": "s3-secret",
+            "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +112,26 @@ def test_boto3_deploys_and_invokes_a_real_model(server: Server, keys, artifacts:
     assert [e["EndpointName"] for e in sm.list_endpoints(StatusEquals="InService")["Endpoints"]] == ["iris-endpoint"]
     page = sm.list_endpoint_configs(MaxResults=1)
     assert len(page["EndpointConfigs"]) == 1
+
+
+def test_model_data_from_an_s3_compatible_store(server: Server, keys, artifacts: Path, s3: str) -> None:
+    bucket = boto3.client("s3", endpoint_url=s3, region_name="us-east-1", aws_access_key_id="s3-reader",
+                          aws_secret_access_key="s3-secret")
+    bucket.create_bucket(Bucket="models")
+    model_path = build_sklearn_classifier(artifacts / "from-s3.joblib")
+    tarball = model_tarball(artifacts, "from-s3", model_path)[len("file://"):]
+    bucket.upload_file(tarball, "models", "iris/model.tar.gz")
+    sm, runtime = clients(server, keys)
+    deploy(sm, "from-s3", "s3://models/iris/model.tar.gz")
+    sm.get_waiter("endpoint_in_service").wait(EndpointName="from-s3-endpoint", WaiterConfig={"Delay": 1})
+    body = np.load(io.BytesIO(runtime.invoke_endpoint(
+        EndpointName="from-s3-endpoint", ContentType="application/json", Accept="application/x-npy",
+        Body=json.dumps([5.1, 3.5, 1.4, 0.2]))["Body"].read()))
+    assert body.tolist() == [0]
+    deploy(sm, "missing-s3", "s3://models/nothing/here.tar.gz")
+    with pytest.raises(botocore.exceptions.WaiterError):
+        sm.get_waiter("endpoint_in_service").wait(EndpointName="missing-s3-endpoint", WaiterConfig={"Delay": 1})
+    assert "could not fetch" in sm.describe_endpoint(EndpointName="missing-s3-endpoint")["FailureReason"]
 
 
 def test_weights_split_traffic_and_target_variant_forces_one(server: Server, keys, artifacts: Path) -> None:
