@@ -23,13 +23,13 @@ class FakeReplica:
         self.batches: list[tuple[int, frozenset | None]] = []
         self.gate: asyncio.Event | None = None
 
-    async def infer(self, columns, rows, outputs=None):
+    async def infer(self, columns, rows, outputs=None, extra=None):
         self.batches.append((rows, outputs))
         if self.gate is not None:
             await self.gate.wait()
         if (columns["x"] < 0).any():
             raise BatchRejected("input", "negative input")
-        return {"y": columns["x"] * 2}, [1]
+        return {"y": columns["x"] * 2}, [1], {"ok": True}
 
 
 def run(coro):

@@ -159,6 +159,9 @@ def test_a_broken_artifact_fails_and_delete_works(server: Server, keys, artifact
                                                   WaiterConfig={"Delay": 1, "MaxAttempts": 60})
     described = sm.describe_endpoint(EndpointName="broken-endpoint")
     assert described["EndpointStatus"] == "Failed" and described["FailureReason"]
+    _, runtime = clients(server, keys)
+    assert code_of(lambda: runtime.invoke_endpoint(EndpointName="broken-endpoint", ContentType="text/csv", Body="1")) \
+        == "ModelNotReadyException"
     outside = "file:///etc/hostname"
     sm.create_model(ModelName="outside", PrimaryContainer={"Image": IMAGE, "ModelDataUrl": outside})
     sm.create_endpoint_config(EndpointConfigName="outside-config", ProductionVariants=[

@@ -15,6 +15,7 @@ import re
 import secrets
 import shutil
 import tarfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,7 @@ class SageMakerService:
         self.s3_endpoint_url = s3_endpoint_url
         self.max_artifact_bytes = max_artifact_bytes
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._secrets: dict[str, tuple[str, float]] = {}
 
     # -- access keys ---------------------------------------------------------------------------------------------------
     def create_key(self, name: str) -> tuple[str, str]:
@@ -90,12 +92,21 @@ class SageMakerService:
             s.add(AwsAccessKey(access_key_id=access_key, secret=secret, name=name))
         return access_key, secret
 
+    def cached_secret(self, access_key: str) -> str | None:
+        """A recently verified key's secret, without I/O (the invocation hot path)."""
+        hit = self._secrets.get(access_key)
+        return hit[0] if hit is not None and hit[1] > time.monotonic() else None
+
     def secret_for(self, access_key: str) -> str:
         with self.db.session() as s:
             row = s.get(AwsAccessKey, access_key)
             if row is None or row.revoked_at is not None:
+                self._secrets.pop(access_key, None)
                 raise SageMakerError("UnrecognizedClientException",
                                      "The security token included in the request is invalid.", 403)
+            if len(self._secrets) > 10_000:
+                self._secrets.clear()
+            self._secrets[access_key] = (row.secret, time.monotonic() + 5.0)
             return row.secret
 
     def arn(self, kind: str, name: str, region: str) -> str:

@@ -18,7 +18,9 @@ async def authenticate(platform: Any, *, method: str, path: str, query: str, hea
         raise SageMakerError("MissingAuthenticationTokenException", "Missing Authentication Token", 403)
     try:
         credential = parse_authorization(header)
-        secret = await run_in_threadpool(platform.sagemaker.secret_for, credential.access_key)
+        service = platform.sagemaker
+        secret = service.cached_secret(credential.access_key) or await run_in_threadpool(
+            service.secret_for, credential.access_key)
         verify(method=method, path=path, query=query, headers=headers, body=body, credential=credential, secret=secret)
     except SignatureError as exc:
         raise SageMakerError(exc.code, exc.message, 403) from None

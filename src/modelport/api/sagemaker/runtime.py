@@ -83,12 +83,18 @@ async def invoke(request: fastpath.Request) -> fastpath.Reply:
     await authenticate(request.platform, method="POST", path=request.path, query=request.query.decode(),
                        headers=headers, body=request.body)
     live = request.platform.plane.routes.get(f"sagemaker:{name}")
-    if live is None:
-        raise SageMakerError("ValidationError", f"Endpoint {name} of account {request.platform.sagemaker.account_id} "
-                             "not found.", 400)
-    status = await _status(request.platform, name)
-    if status != "InService" and status != "Updating":
-        raise SageMakerError("ModelNotReadyException", f"Endpoint {name} is {status}, not InService.", 429)
+    if live is None:  # not serving: either it does not exist, or it is not InService (the database says which)
+        from starlette.concurrency import run_in_threadpool
+
+        try:
+            described = await run_in_threadpool(request.platform.sagemaker.describe_endpoint, {"EndpointName": name})
+        except SageMakerError:
+            raise SageMakerError("ValidationError", f"Endpoint {name} of account "
+                                 f"{request.platform.sagemaker.account_id} not found.", 400) from None
+        raise SageMakerError("ModelNotReadyException",
+                             f"Endpoint {name} is {described['EndpointStatus']}, not InService.", 429)
+    if not any(v.batcher.replicas for v in live.variants):  # in memory: the hot path never reads the database
+        raise SageMakerError("ModelNotReadyException", f"Endpoint {name} is not InService yet.", 429)
     plane = request.platform.plane
     try:
         variant = live.pick(headers.get("x-amzn-sagemaker-target-variant") or None)
@@ -118,12 +124,6 @@ async def invoke(request: fastpath.Request) -> fastpath.Reply:
     if attributes:
         extra.append((b"x-amzn-sagemaker-custom-attributes", attributes.encode()))
     return fastpath.Reply(body, content_type, headers=tuple(extra))
-
-
-async def _status(platform, name: str) -> str:  # type: ignore[no-untyped-def]
-    from starlette.concurrency import run_in_threadpool
-
-    return (await run_in_threadpool(platform.sagemaker.describe_endpoint, {"EndpointName": name}))["EndpointStatus"]
 
 
 fastpath.register(fastpath.Route(PREFIX, "/invocations", invoke, "/endpoints/{EndpointName}/invocations", {
