@@ -154,7 +154,7 @@ def render(value: Any, ctx: Context) -> Any:
     if is_expression(value):
         return evaluate(value, ctx)
     if "{$" in value:
-        return _TEMPLATE.sub(lambda m: _text(evaluate(m.group(1), ctx)), value)
+        return _TEMPLATE.sub(lambda m: as_text(evaluate(m.group(1), ctx)), value)
     if "$" in value and _EXPRESSION.search(value):
         # Seen in real documents ("Bearer $inputs.apiKey"): an expression inside text without the braces the
         # spec asks for. Substitute it, and say so; --strict keeps the text literal, as the spec reads it.
@@ -162,11 +162,12 @@ def render(value: Any, ctx: Context) -> Any:
         if message not in ctx.warnings:
             ctx.warnings.append(message)
         if not ctx.strict:
-            return _EXPRESSION.sub(lambda m: _text(evaluate(m.group(0), ctx)), value)
+            return _EXPRESSION.sub(lambda m: as_text(evaluate(m.group(0), ctx)), value)
     return value
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """How a value reads inside text, a header, a query string or a form field."""
     if isinstance(value, FileInput):
         return value.text()
     if isinstance(value, bool):

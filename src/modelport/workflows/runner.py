@@ -16,6 +16,7 @@ import jsonschema
 from modelport.workflows import criteria
 from modelport.workflows.document import ArazzoDocument, DocumentError, Operation, base_url
 from modelport.workflows.expressions import Context, Exchange, ExpressionError, MissingValue, render
+from modelport.workflows.expressions import as_text as _scalar
 from modelport.workflows.files import FileInput
 
 
@@ -488,18 +489,6 @@ def _set_pointer(document: Any, pointer: str, value: Any) -> Any:
 def _looks_like_json(text: str) -> bool:
     stripped = text.strip()
     return bool(stripped) and stripped[0] in "{[" and stripped[-1] in "}]"
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, FileInput):
-        return value.text()
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return ""
-    if isinstance(value, (dict, list)):
-        return json.dumps(value)
-    return str(value)
 
 
 def _decode(response: httpx.Response) -> Any:

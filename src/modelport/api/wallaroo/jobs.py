@@ -7,15 +7,13 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
-from modelport.api.bodies import documented, json_body, parse_json, validate
+from modelport.api.bodies import documented, json_body
 from modelport.api.responses import JSON
 from modelport.api.security import require_principal
 from modelport.api.wallaroo import schemas
-from modelport.api.wallaroo.routes import PREFIX
+from modelport.api.wallaroo.routes import PREFIX, read_upload
 from modelport.domain.entities import Principal
-from modelport.domain.errors import InvalidInput, UnsupportedMediaType
 from modelport.domain.jobs import TaskKind
 from modelport.store.tables import Orchestration, Task, TaskRun
 
@@ -68,23 +66,7 @@ def _task_reply(platform: Any, task: Task, run_limit: int = 10) -> dict[str, Any
 @router.post("/orchestration/upload", operation_id="wallaroo_upload_orchestration", status_code=202)
 async def upload(request: Request, principal: Principal = Depends(require_principal)) -> JSON:
     """Multipart `file` (a ZIP with main.py and at most one requirements.txt) and `metadata` {"workspace_id"}."""
-    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-        raise UnsupportedMediaType("orchestration uploads are multipart/form-data with parts 'file' and 'metadata'")
-    try:
-        form = await request.form(max_files=2, max_fields=10)
-    except InvalidInput:
-        raise
-    except Exception as exc:
-        raise InvalidInput(f"malformed multipart body: {exc}") from None
-    raw = form.get("metadata")
-    if raw is None:
-        raise InvalidInput("the 'metadata' part is required", field="metadata")
-    if isinstance(raw, UploadFile):
-        raw = (await raw.read()).decode("utf-8", errors="replace")
-    metadata = validate(schemas.UploadOrchestrationMetadata, parse_json(raw.encode()), "metadata.")
-    file = form.get("file")
-    if not isinstance(file, UploadFile):
-        raise InvalidInput("the 'file' part is required and must be a file", field="file")
+    metadata, file = await read_upload(request, schemas.UploadOrchestrationMetadata, "orchestration")
     try:
         row = await run_in_threadpool(_platform(request).jobs.upload, metadata.workspace_id, metadata.name,
                                       file.file, file.filename or "orchestration.zip", principal.name)

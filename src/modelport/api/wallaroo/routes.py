@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from starlette.concurrency import run_in_threadpool
@@ -20,6 +20,7 @@ from modelport.domain.models import parse_framework
 from modelport.services.registry import ModelUpload
 
 PREFIX = "/v1/api"
+T = TypeVar("T", bound=schemas.Body)
 router = APIRouter(prefix=PREFIX, dependencies=[Depends(require_principal)], tags=["wallaroo"])
 public = APIRouter(prefix=PREFIX, tags=["wallaroo"])
 
@@ -89,10 +90,11 @@ async def list_workspaces(request: Request, body: schemas.ListWorkspaces = json_
 
 # -- models ----------------------------------------------------------------------------------------------------------
 
-async def _read_upload_form(request: Request) -> tuple[schemas.UploadMetadata, UploadFile]:
+async def read_upload(request: Request, schema: type[T], what: str) -> tuple[T, UploadFile]:
+    """Wallaroo's uploads: multipart with a JSON `metadata` part (validated by `schema`) and a `file` part."""
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
-        raise UnsupportedMediaType("model uploads are multipart/form-data with parts 'metadata' and 'file'")
+        raise UnsupportedMediaType(f"{what} uploads are multipart/form-data with parts 'metadata' and 'file'")
     try:
         form = await request.form(max_files=2, max_fields=10)
     except InvalidInput:
@@ -104,7 +106,7 @@ async def _read_upload_form(request: Request) -> tuple[schemas.UploadMetadata, U
         raise InvalidInput("the 'metadata' part is required", field="metadata")
     if isinstance(raw_metadata, UploadFile):
         raw_metadata = (await raw_metadata.read()).decode("utf-8", errors="replace")
-    metadata = validate(schemas.UploadMetadata, parse_json(raw_metadata.encode()), "metadata.")
+    metadata = validate(schema, parse_json(raw_metadata.encode()), "metadata.")
     file = form.get("file")
     if not isinstance(file, UploadFile):
         raise InvalidInput("the 'file' part is required and must be a file", field="file")
@@ -112,7 +114,7 @@ async def _read_upload_form(request: Request) -> tuple[schemas.UploadMetadata, U
 
 
 async def _upload(request: Request, principal: Principal, default_framework: str) -> JSON:
-    metadata, file = await _read_upload_form(request)
+    metadata, file = await read_upload(request, schemas.UploadMetadata, "model")
     conversion = metadata.conversion or schemas.Conversion(framework=default_framework)
     upload = ModelUpload(
         workspace_id=metadata.workspace_id, name=metadata.name, framework=parse_framework(conversion.framework),
