@@ -80,6 +80,8 @@ class Platform:
         self.inference_log.start()
         await self.deployments.restore()
         for endpoint_id in await run_in_threadpool(self.sagemaker.endpoints_to_restore):
+            # not InService until its replicas are back: SageMaker's own word for that is SystemUpdating
+            await run_in_threadpool(self.sagemaker.set_status, endpoint_id, "SystemUpdating")
             self.sagemaker.spawn(self.sagemaker.provision(endpoint_id))
         await self.supervisor.recover()
         self.jobs.start()

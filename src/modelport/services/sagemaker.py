@@ -467,7 +467,7 @@ class SageMakerService:
     def endpoints_to_restore(self) -> list[int]:
         with self.db.session() as s:
             return list(s.scalars(select(SageMakerEndpoint.id).where(
-                SageMakerEndpoint.status.in_(("Creating", "Updating", "InService")))))
+                SageMakerEndpoint.status.in_(("Creating", "Updating", "SystemUpdating", "InService")))))
 
 
 def _required(request: dict[str, Any], key: str) -> str:
