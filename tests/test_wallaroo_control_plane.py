@@ -309,6 +309,7 @@ def test_openapi_has_a_stable_operation_id_on_every_operation(server: Server) ->
 
 
 def test_everything_survives_a_restart(server: Server, seeded: dict) -> None:
+    wait_for_status(server, seeded["model_pk"])  # compare settled state, not a model still loading
     before = counts(server)
     versions_before = server.post("/v1/api/models/list_versions",
                                   {"model_id": seeded["model_name"], "models_pk_id": seeded["model_pk"]}).json()
@@ -349,3 +350,16 @@ def test_python_models_as_module_and_zip_reach_ready(server: Server, seeded: dic
     assert wait_for_status(server, as_zip["id"])["status"] == "ready"
     failed = wait_for_status(server, no_predict["id"])
     assert failed["status"] == "error" and "predict" in failed["reason"]
+
+
+def test_overlong_metadata_values_are_400_not_500(server: Server, seeded: dict) -> None:
+    """PostgreSQL enforces column lengths that SQLite does not: every bounded value is validated first."""
+    before = counts(server)
+    for conversion in ({"framework": "onnx", "python_version": "3" * 40}, {"framework": "onnx", "arch": "a" * 40},
+                       {"framework": "x" * 100}):
+        metadata = {"name": "long-values", "workspace_id": seeded["workspace_id"], "conversion": conversion}
+        files = {"metadata": (None, json.dumps(metadata), "application/json"),
+                 "file": ("m.onnx", open(seeded["ccfraud"], "rb"), "application/octet-stream")}
+        reply = requests.post(f"{server.url}/v1/api/models/upload_and_convert", files=files, headers=server.headers)
+        assert reply.status_code == 400, reply.text
+    assert counts(server) == before

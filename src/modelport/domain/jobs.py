@@ -68,6 +68,8 @@ def parse_schedule(expression: object, *, allow_seconds: bool = False) -> str:
 
     if not isinstance(expression, str) or not expression.strip():
         raise InvalidInput("schedule is required: a 5-field cron expression such as '*/5 * * * *'", field="schedule")
+    if len(expression) > 255:
+        raise InvalidInput("schedule is longer than 255 characters", field="schedule")
     fields = expression.split()
     if len(fields) != 5 and not (allow_seconds and len(fields) == 6):
         raise InvalidInput(f"schedule {expression!r} must have 5 fields (minute hour day-of-month month day-of-week)",

@@ -186,7 +186,7 @@ class Orchestration(Base):
     name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     file_name: Mapped[str] = mapped_column(String(255))
     sha: Mapped[str] = mapped_column(String(64), index=True)
-    entrypoint: Mapped[str] = mapped_column(String(1024))
+    entrypoint: Mapped[str] = mapped_column(Text)
     requirements: Mapped[str] = mapped_column(Text, default="")
     owner_id: Mapped[str] = mapped_column(String(255), default="")
     status: Mapped[str] = mapped_column(String(32))
@@ -229,7 +229,7 @@ class TaskRun(Base):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    server_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    server_id: Mapped[str | None] = mapped_column(Text, nullable=True)  # host:home:port of the server running it
     token_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

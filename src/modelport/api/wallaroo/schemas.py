@@ -20,18 +20,18 @@ class ListWorkspaces(Body):
 
 
 class Conversion(Body):
-    framework: str = "onnx"
-    python_version: str | None = None
+    framework: str = Field(default="onnx", max_length=32)
+    python_version: str | None = Field(default=None, max_length=16)
     requirements: list[str] = Field(default_factory=list)
-    arch: str = "x86"
-    accel: str = "none"
+    arch: str = Field(default="x86", max_length=16)
+    accel: str = Field(default="none", max_length=16)
     framework_config: dict[str, Any] | None = None
 
 
 class UploadMetadata(Body):
     name: str
     workspace_id: int
-    visibility: str = "private"
+    visibility: str = Field(default="private", max_length=16)
     conversion: Conversion | None = None
 
 
@@ -111,7 +111,7 @@ class InferenceLogsQuery(Body):
 
 class UploadOrchestrationMetadata(Body):
     workspace_id: int
-    name: str | None = None
+    name: str | None = Field(default=None, max_length=255)
 
 
 class ListOrchestrations(Body):
