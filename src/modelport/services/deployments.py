@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from modelport.domain.deployments import Batching, DeploymentSpec, ModelSpec, Scaling, VariantSpec, parse_engine_config
 from modelport.domain.errors import InvalidInput, NotFound
 from modelport.domain.pipelines import parse_definition
-from modelport.serving.plane import LiveDeployment, ServingPlane
+from modelport.serving.plane import ServingPlane
 from modelport.services.registry import RegistryService
 from modelport.store.database import Database
 from modelport.store.tables import Deployment, DeploymentVariant, Pipeline, PipelineVersion, utcnow
@@ -154,10 +154,6 @@ class DeploymentService:
             log.error("applying a deployment failed", exc_info=task.exception())
 
     # -- queries -------------------------------------------------------------------------------------------------------
-    def live(self, route: str) -> LiveDeployment:
-        """By `<deploy_id>-<id>` (or the bare pipeline name, as the Open Inference Protocol names models)."""
-        return self.plane.lookup(route)
-
     def find_running(self, workspace_id: int, pipeline_name: str) -> DeploymentSpec:
         for live in self.plane.deployments.values():
             if live.spec.face == "wallaroo" and live.spec.workspace_id == workspace_id \

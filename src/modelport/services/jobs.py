@@ -119,12 +119,15 @@ class JobService:
                 query = query.where(Orchestration.workspace_id.in_(workspace_ids))
             return list(s.scalars(query))
 
-    def orchestration(self, orchestration_id: str) -> Orchestration:
+    def _get(self, table: Any, key: str, what: str, field: str) -> Any:
         with self.db.session() as s:
-            row = s.get(Orchestration, orchestration_id)
+            row = s.get(table, key)
             if row is None:
-                raise NotFound(f"orchestration {orchestration_id!r} not found", field="orch_id")
+                raise NotFound(f"{what} {key!r} not found", field=field)
             return row
+
+    def orchestration(self, orchestration_id: str) -> Orchestration:
+        return self._get(Orchestration, orchestration_id, "orchestration", "orch_id")
 
     # -- packaging (a background thread: extraction and environment builds block) -------------------------------------
     def start(self) -> None:
@@ -234,11 +237,7 @@ class JobService:
         return run
 
     def task(self, task_id: str) -> Task:
-        with self.db.session() as s:
-            row = s.get(Task, task_id)
-            if row is None:
-                raise NotFound(f"task {task_id!r} not found", field="id")
-            return row
+        return self._get(Task, task_id, "task", "id")
 
     def tasks(self, workspace_id: int | None = None, *, killed: bool | None = None,
               orchestration_id: str | None = None) -> list[Task]:
@@ -274,11 +273,7 @@ class JobService:
             return list(s.scalars(query))
 
     def run(self, run_id: str) -> TaskRun:
-        with self.db.session() as s:
-            row = s.get(TaskRun, run_id)
-            if row is None:
-                raise NotFound(f"task run {run_id!r} not found", field="id")
-            return row
+        return self._get(TaskRun, run_id, "task run", "id")
 
     def log_path(self, run_id: str) -> Path:
         return self.runs_dir / run_id / "log"

@@ -142,12 +142,22 @@ class SageMakerService:
             s.add(SageMakerModel(name=name, arn=arn, definition={**request, "PrimaryContainer": container}))
         return {"ModelArn": arn}
 
+    def _model(self, s: Any, name: str) -> SageMakerModel:
+        row = s.get(SageMakerModel, name)
+        if row is None:
+            raise validation(f'Could not find model "{self.arn("model", name, "*")}".')
+        return row
+
+    def _config(self, s: Any, name: str) -> SageMakerEndpointConfig:
+        row = s.get(SageMakerEndpointConfig, name)
+        if row is None:
+            raise validation(f'Could not find endpoint configuration "{name}".')
+        return row
+
     def describe_model(self, request: dict[str, Any]) -> dict[str, Any]:
         name = _required(request, "ModelName")
         with self.db.session() as s:
-            row = s.get(SageMakerModel, name)
-            if row is None:
-                raise validation(f'Could not find model "{self.arn("model", name, "*")}".')
+            row = self._model(s, name)
             d = row.definition
             return {"ModelName": row.name, "ModelArn": row.arn, "CreationTime": row.created_at.timestamp(),
                     "PrimaryContainer": d.get("PrimaryContainer"), "ExecutionRoleArn": d.get("ExecutionRoleArn"),
@@ -156,19 +166,14 @@ class SageMakerService:
     def delete_model(self, request: dict[str, Any]) -> dict[str, Any]:
         name = _required(request, "ModelName")
         with self.db.session() as s:
-            row = s.get(SageMakerModel, name)
-            if row is None:
-                raise validation(f'Could not find model "{self.arn("model", name, "*")}".')
-            s.delete(row)
+            s.delete(self._model(s, name))
         return {}
 
     def list_models(self, request: dict[str, Any]) -> dict[str, Any]:
         with self.db.session() as s:
             rows = list(s.scalars(select(SageMakerModel)))
         items = [{"ModelName": r.name, "ModelArn": r.arn, "CreationTime": r.created_at} for r in rows]
-        page, token = _page(items, request, "ModelName")
-        return {"Models": [{**i, "CreationTime": i["CreationTime"].timestamp()} for i in page],
-                **({"NextToken": token} if token else {})}
+        return _listing("Models", items, request, "ModelName")
 
     # -- endpoint configs ------------------------------------------------------------------------------------------------
     def create_endpoint_config(self, request: dict[str, Any], region: str) -> dict[str, Any]:
@@ -203,9 +208,7 @@ class SageMakerService:
     def describe_endpoint_config(self, request: dict[str, Any]) -> dict[str, Any]:
         name = _required(request, "EndpointConfigName")
         with self.db.session() as s:
-            row = s.get(SageMakerEndpointConfig, name)
-            if row is None:
-                raise validation(f'Could not find endpoint configuration "{name}".')
+            row = self._config(s, name)
             return {"EndpointConfigName": row.name, "EndpointConfigArn": row.arn,
                     "ProductionVariants": row.definition["ProductionVariants"],
                     "CreationTime": row.created_at.timestamp()}
@@ -213,19 +216,14 @@ class SageMakerService:
     def delete_endpoint_config(self, request: dict[str, Any]) -> dict[str, Any]:
         name = _required(request, "EndpointConfigName")
         with self.db.session() as s:
-            row = s.get(SageMakerEndpointConfig, name)
-            if row is None:
-                raise validation(f'Could not find endpoint configuration "{name}".')
-            s.delete(row)
+            s.delete(self._config(s, name))
         return {}
 
     def list_endpoint_configs(self, request: dict[str, Any]) -> dict[str, Any]:
         with self.db.session() as s:
             rows = list(s.scalars(select(SageMakerEndpointConfig)))
         items = [{"EndpointConfigName": r.name, "EndpointConfigArn": r.arn, "CreationTime": r.created_at} for r in rows]
-        page, token = _page(items, request, "EndpointConfigName")
-        return {"EndpointConfigs": [{**i, "CreationTime": i["CreationTime"].timestamp()} for i in page],
-                **({"NextToken": token} if token else {})}
+        return _listing("EndpointConfigs", items, request, "EndpointConfigName")
 
     # -- endpoints -------------------------------------------------------------------------------------------------------
     def create_endpoint(self, request: dict[str, Any], region: str) -> dict[str, Any]:
@@ -233,8 +231,7 @@ class SageMakerService:
         config = _required(request, "EndpointConfigName")
         arn = self.arn("endpoint", name, region)
         with self.db.session() as s:
-            if s.get(SageMakerEndpointConfig, config) is None:
-                raise validation(f'Could not find endpoint configuration "{config}".')
+            self._config(s, config)
             if s.scalar(select(SageMakerEndpoint.id).where(SageMakerEndpoint.name == name)) is not None:
                 raise validation(f'Cannot create already existing endpoint "{arn}".')
             s.add(SageMakerEndpoint(name=name, arn=arn, config_name=config, status="Creating"))
@@ -280,8 +277,7 @@ class SageMakerService:
         config = _required(request, "EndpointConfigName")
         with self.db.session() as s:
             row = self._endpoint(s, name)
-            if s.get(SageMakerEndpointConfig, config) is None:
-                raise validation(f'Could not find endpoint configuration "{config}".')
+            self._config(s, config)
             if row.status not in ("InService", "Failed"):
                 raise validation(f"Cannot update in-progress endpoint \"{row.arn}\".")
             row.config_name, row.variant_overrides = config, {}
@@ -340,10 +336,7 @@ class SageMakerService:
         items = [{"EndpointName": r.name, "EndpointArn": r.arn, "EndpointStatus": r.status,
                   "CreationTime": r.created_at, "LastModifiedTime": r.updated_at} for r in rows
                  if status is None or r.status == status]
-        page, token = _page(items, request, "EndpointName")
-        return {"Endpoints": [{**i, "CreationTime": i["CreationTime"].timestamp(),
-                               "LastModifiedTime": i["LastModifiedTime"].timestamp()} for i in page],
-                **({"NextToken": token} if token else {})}
+        return _listing("Endpoints", items, request, "EndpointName")
 
     def set_status(self, endpoint_id: int, status: str, reason: str | None = None) -> None:
         with self.db.session() as s:
@@ -521,6 +514,13 @@ def _page(items: list[dict[str, Any]], request: dict[str, Any], name_key: str) -
         raise validation("NextToken is not valid") from None
     page = items[start:start + limit]
     return page, (str(start + limit) if start + limit < len(items) else None)
+
+
+def _listing(key: str, items: list[dict[str, Any]], request: dict[str, Any], name_key: str) -> dict[str, Any]:
+    """A List* reply: one page of `items`, timestamps as epoch seconds, NextToken when more remain."""
+    page, token = _page(items, request, name_key)
+    page = [{k: (v.timestamp() if isinstance(v, datetime) else v) for k, v in item.items()} for item in page]
+    return {key: page, **({"NextToken": token} if token else {})}
 
 
 def _time(value: Any, key: str) -> datetime:

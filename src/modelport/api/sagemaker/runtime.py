@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import orjson
+from starlette.responses import Response
 
 from modelport.api import errors as error_faces
 from modelport.api import fastpath
@@ -18,9 +19,7 @@ from modelport.services.sagemaker import SageMakerError
 PREFIX = "/endpoints/"
 
 
-def render(error: ModelportError) -> "fastpath.Response":  # type: ignore[name-defined]
-    from starlette.responses import Response
-
+def render(error: ModelportError) -> Response:
     code = getattr(error, "code", None)
     if not isinstance(error, SageMakerError):
         code = {400: "ValidationError", 404: "ValidationError", 413: "ValidationError", 415: "ValidationError",

@@ -15,7 +15,7 @@ from modelport.api.bodies import documented, json_body
 from modelport.api.responses import JSON
 from modelport.api.security import require_principal
 from modelport.api.wallaroo import schemas
-from modelport.api.wallaroo.routes import PREFIX
+from modelport.api.wallaroo.routes import PREFIX, _platform
 from modelport.domain.errors import InvalidInput, NotFound, UnsupportedMediaType
 from modelport.serving import codecs
 from modelport.serving.plane import LiveDeployment, Variant
@@ -23,10 +23,6 @@ from modelport.serving.plane import LiveDeployment, Variant
 router = APIRouter(prefix=PREFIX, dependencies=[Depends(require_principal)], tags=["wallaroo"])
 
 ARROW = "application/vnd.apache.arrow.file"
-
-
-def _platform(request: Request):  # type: ignore[no-untyped-def]
-    return request.app.state.platform
 
 
 @router.post("/pipelines/deploy", operation_id="wallaroo_deploy_pipeline",

@@ -12,7 +12,7 @@ from modelport.api.bodies import documented, json_body
 from modelport.api.responses import JSON
 from modelport.api.security import require_principal
 from modelport.api.wallaroo import schemas
-from modelport.api.wallaroo.routes import PREFIX, read_upload
+from modelport.api.wallaroo.routes import PREFIX, _platform, read_upload
 from modelport.domain.entities import Principal
 from modelport.domain.jobs import TaskKind
 from modelport.store.tables import Orchestration, Task, TaskRun
@@ -20,10 +20,6 @@ from modelport.store.tables import Orchestration, Task, TaskRun
 router = APIRouter(prefix=PREFIX, dependencies=[Depends(require_principal)], tags=["wallaroo"])
 
 _FLAVORS = {"once": "exec_orch_oneshot", "scheduled": "exec_orch_cron", "continuous": "exec_orch_continuous"}
-
-
-def _platform(request: Request):  # type: ignore[no-untyped-def]
-    return request.app.state.platform
 
 
 def orchestration_json(o: Orchestration) -> dict[str, Any]:
