@@ -20,6 +20,9 @@ app.add_typer(token_app, name="token")
 workflow_app = typer.Typer(help="Run Arazzo workflows over any OpenAPI-described API (modelport's included).",
                            no_args_is_help=True)
 app.add_typer(workflow_app, name="workflow")
+bundle_app = typer.Typer(help="Build and check generation bundles for the Dataiku face (format: README, 'Bundles').",
+                         no_args_is_help=True)
+app.add_typer(bundle_app, name="bundle")
 console = Console(soft_wrap=True)  # URLs and tokens must stay on one line to be copied
 
 HomeOption = Annotated[Optional[Path], typer.Option("--home", help="Data folder [env MODELPORT_HOME, default ./.modelport]")]
@@ -133,6 +136,46 @@ def token_revoke(token_id: str, home: HomeOption = None, database_url: DatabaseO
         console.print(f"[red]{exc.message}[/]")
         raise typer.Exit(1) from None
     console.print(f"revoked {info.id} ({info.name})")
+
+
+@bundle_app.command("build")
+def bundle_build(
+    folder: Annotated[Path, typer.Argument(help="Folder holding modelport-bundle.json and the files it names")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The bundle ZIP to write")],
+) -> None:
+    """ZIP a folder into a generation bundle, after validating its manifest."""
+    from modelport.domain.errors import ModelportError
+    from modelport.services.bundles import build_bundle
+
+    try:
+        manifest = build_bundle(folder, output)
+    except ModelportError as exc:
+        console.print(f"[red]{exc.message}[/]")
+        raise typer.Exit(1) from None
+    console.print(f"wrote {output}: generation {manifest.version}, "
+                  f"endpoints {', '.join(e.id for e in manifest.endpoints)}", highlight=False)
+
+
+@bundle_app.command("check")
+def bundle_check(file: Annotated[Path, typer.Argument(help="A bundle ZIP")]) -> None:
+    """Run every check an import runs: archive safety, manifest, files present, models load, functions exist."""
+    from modelport.domain.errors import ModelportError
+    from modelport.services.bundles import check_bundle
+
+    if not file.is_file():
+        console.print(f"[red]{file} is not a file[/]")
+        raise typer.Exit(2)
+    try:
+        manifest, checked = check_bundle(file)
+    except ModelportError as exc:
+        console.print(f"[red]bundle refused: {exc.message}[/]", highlight=False)
+        raise typer.Exit(1) from None
+    table = Table("endpoint", "type", "framework", "file")
+    for item in checked:
+        e = item.endpoint
+        table.add_row(e.id, e.dataiku_type, e.framework, e.file)
+    console.print(f"bundle OK: generation {manifest.version}")
+    console.print(table)
 
 
 @app.command()

@@ -38,10 +38,17 @@ class Settings(BaseSettings):
                                              "read from (JSON list); none by default.")
     s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint for s3:// ModelDataUrl "
                                         "(credentials from the standard AWS settings).")
+    dataiku_import_roots: list[Path] = Field(default_factory=list, description="Folders `importFromArchive?filePath=` "
+                                             "may read bundles from (JSON list); default: <home>/dataiku-imports.")
     max_archive_entries: int = Field(default=10_000, description="Most files an uploaded ZIP may hold.")
     max_archive_bytes: int = Field(default=4 * 1024**3, description="Most bytes an uploaded ZIP may unpack to.")
     max_compression_ratio: float = Field(default=200.0, description="Highest unpacked/packed ratio before a ZIP is "
                                          "refused as a zip bomb.")
+
+    @property
+    def resolved_import_roots(self) -> list[Path]:
+        roots = self.dataiku_import_roots or [self.resolved_home / "dataiku-imports"]
+        return [root.expanduser().resolve() for root in roots]
 
     @property
     def resolved_home(self) -> Path:

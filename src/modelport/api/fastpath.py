@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelport.api import errors
-from modelport.domain.errors import ModelportError, PayloadTooLarge
+from modelport.domain.errors import Forbidden, ModelportError, PayloadTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,16 @@ class Route:
 
 
 routes: list[Route] = []
+# Faces whose official clients send odd paths (`//admin/api`, trailing slashes) register how to read them.
+rewrites: list[Callable[[str], str]] = []
 
 
 def register(route: Route) -> None:
     routes.append(route)
+
+
+def register_rewrite(rewrite: Callable[[str], str]) -> None:
+    rewrites.append(rewrite)
 
 
 def openapi_paths() -> dict[str, Any]:
@@ -76,6 +82,8 @@ class FastPath:
         self.max_body = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (scope["path"].startswith("//") or scope["path"].endswith("/")):
+            scope = _rewritten(scope)
         if scope["type"] == "http" and scope["method"] == "POST":
             path = scope["path"]
             for route in routes:
@@ -123,9 +131,17 @@ class FastPath:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+def _rewritten(scope: Scope) -> Scope:
+    path = scope["path"]
+    for rewrite in rewrites:
+        path = rewrite(path)
+    return scope if path == scope["path"] else {**scope, "path": path, "raw_path": path.encode()}
+
+
 async def _authenticate(platform: Any, headers: dict[bytes, bytes]) -> None:
     raw = headers.get(b"authorization", b"")
     scheme, _, value = raw.decode("latin-1").partition(" ")
     token = value.strip() if scheme.lower() == "bearer" else None
-    if platform.auth.cached(token) is None:
-        await run_in_threadpool(platform.auth.authenticate, token)
+    principal = platform.auth.cached(token) or await run_in_threadpool(platform.auth.authenticate, token)
+    if principal.is_service_key:
+        raise Forbidden("a service key may only call the prediction API of its services")

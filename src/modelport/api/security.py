@@ -24,6 +24,8 @@ async def require_principal(request: Request) -> Principal:
     auth = request.app.state.platform.auth
     token = bearer_token(request)
     principal = auth.cached(token) or await run_in_threadpool(auth.authenticate, token)
+    if principal.is_service_key:
+        raise Forbidden("a service key may only call the prediction API of its services")
     request.state.principal = principal
     return principal
 

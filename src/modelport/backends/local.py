@@ -20,9 +20,12 @@ class CheckResult:
     signature: dict[str, Any] | None = None
 
 
-def check_model(framework: str, path: Path, *, timeout_s: float, python: str | None = None) -> CheckResult:
+def check_model(framework: str, path: Path, *, timeout_s: float, python: str | None = None,
+                entry: str = "") -> CheckResult:
     """Load the model in a fresh interpreter (its own process group, killed whole on timeout) and report."""
     command = [python or sys.executable, "-m", "modelport.serving.check", framework, str(path)]
+    if entry:
+        command.append(entry)
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"},

@@ -28,6 +28,7 @@ class ModelSpec:
     path: str
     requirements: tuple[str, ...] = ()
     environment: tuple[tuple[str, str], ...] = ()  # set in the replica's process (a container's Environment)
+    entry: str = ""  # the function a "python-function" model calls
 
     @property
     def tag(self) -> str:

@@ -9,15 +9,24 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the token's id, name and kind (admin tokens may manage tokens)."""
+    """Who is calling: the token's id, name and kind (admin tokens may manage tokens). Service keys (kind
+    "service") may only call the prediction API of `services` (all services when empty)."""
 
     token_id: str
     name: str
     kind: str
+    services: tuple[str, ...] = ()
 
     @property
     def is_admin(self) -> bool:
         return self.kind == "admin"
+
+    @property
+    def is_service_key(self) -> bool:
+        return self.kind == "service"
+
+    def may_call(self, service: str) -> bool:
+        return not self.is_service_key or not self.services or service in self.services
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,7 @@ class TokenInfo:
     kind: str
     created_at: datetime
     revoked_at: datetime | None
+    services: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from modelport.store.tables import ApiToken, utcnow
 
 log = logging.getLogger(__name__)
 
-TOKEN_KINDS = ("admin", "user")
+TOKEN_KINDS = ("admin", "user", "service")
 
 
 def hash_token(token: str) -> str:
@@ -31,7 +31,7 @@ def new_token() -> str:
 
 
 def _info(row: ApiToken) -> TokenInfo:
-    return TokenInfo(row.id, row.name, row.kind, row.created_at, row.revoked_at)
+    return TokenInfo(row.id, row.name, row.kind, row.created_at, row.revoked_at, tuple(row.services or ()))
 
 
 class AuthService:
@@ -57,19 +57,36 @@ class AuthService:
             s.add(ApiToken(id=str(uuid.uuid4()), name="admin", token_hash=hash_token(token), kind="admin"))
             return token
 
-    def create(self, name: str, kind: str = "user") -> tuple[TokenInfo, str]:
+    def create(self, name: str, kind: str = "user", *, services: tuple[str, ...] = ()) -> tuple[TokenInfo, str]:
         check_display_name(name, field="name", what="token")
         if kind not in TOKEN_KINDS:
             raise InvalidInput(f"kind must be one of {', '.join(TOKEN_KINDS)}", field="kind")
         token = new_token()
-        row = ApiToken(id=str(uuid.uuid4()), name=name, token_hash=hash_token(token), kind=kind, created_at=utcnow())
+        row = ApiToken(id=str(uuid.uuid4()), name=name, token_hash=hash_token(token), kind=kind, created_at=utcnow(),
+                       services=list(services) if kind == "service" else None)
         with self.db.session() as s:
             s.add(row)
         return _info(row), token
 
-    def list(self) -> list[TokenInfo]:
+    def list(self, kind: str | None = None) -> list[TokenInfo]:
         with self.db.session() as s:
-            return [_info(r) for r in s.scalars(select(ApiToken).order_by(ApiToken.created_at))]
+            query = select(ApiToken).order_by(ApiToken.created_at)
+            if kind is not None:
+                query = query.where(ApiToken.kind == kind, ApiToken.revoked_at.is_(None))
+            return [_info(r) for r in s.scalars(query)]
+
+    def get(self, token_id: str) -> TokenInfo:
+        with self.db.session() as s:
+            row = s.get(ApiToken, token_id)
+            if row is None:
+                raise NotFound(f"key {token_id!r} not found", field="id")
+            return _info(row)
+
+    def find(self, token: str) -> TokenInfo | None:
+        """The record of a token given by its value (the Dataiku client deletes keys by value)."""
+        with self.db.session() as s:
+            row = s.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+            return _info(row) if row is not None else None
 
     def revoke(self, token_id: str) -> TokenInfo:
         with self.db.session() as s:
@@ -102,7 +119,7 @@ class AuthService:
                 self._cache.pop(digest, None)
                 self._hot.pop(token, None)
                 raise Unauthenticated("unknown or revoked token")
-            principal = Principal(row.id, row.name, row.kind)
+            principal = Principal(row.id, row.name, row.kind, tuple(row.services or ()))
         if len(self._cache) > 10_000:
             self._cache.clear()
             self._hot.clear()

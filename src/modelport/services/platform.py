@@ -15,6 +15,7 @@ from modelport.jobs.environments import EnvironmentBuilder
 from modelport.jobs.packages import ArchiveLimits
 from modelport.jobs.scheduler import Scheduler
 from modelport.jobs.supervisor import RunSupervisor
+from modelport.services.dataiku import DataikuServices
 from modelport.services.jobs import JobService
 from modelport.services.sagemaker import SageMakerService
 from modelport.serving.plane import PlaneSettings, ServingPlane
@@ -61,6 +62,11 @@ class Platform:
             self.db, self.plane, settings.resolved_home / "sagemaker", account_id=settings.aws_account_id,
             file_roots=settings.sagemaker_file_roots, s3_endpoint_url=settings.s3_endpoint_url,
             max_artifact_bytes=settings.max_upload_bytes)
+        self.dataiku = DataikuServices(
+            self.db, self.plane, self.artifacts, settings.resolved_home / "dataiku",
+            import_roots=settings.resolved_import_roots, max_bundle_bytes=settings.max_upload_bytes,
+            limits=ArchiveLimits(settings.max_archive_entries, settings.max_archive_bytes, settings.max_compression_ratio),
+            check_timeout_s=settings.model_check_timeout_s)
         self._background: set[asyncio.Task[Any]] = set()
 
     def start(self) -> str | None:
@@ -83,6 +89,8 @@ class Platform:
             # not InService until its replicas are back: SageMaker's own word for that is SystemUpdating
             await run_in_threadpool(self.sagemaker.set_status, endpoint_id, "SystemUpdating")
             self.sagemaker.spawn(self.sagemaker.provision(endpoint_id))
+        await run_in_threadpool(self.dataiku.refresh_all)
+        self.background(self.dataiku.restore())
         await self.supervisor.recover()
         self.jobs.start()
         self.scheduler.start()

@@ -13,12 +13,12 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
-    framework, path = argv[0], Path(argv[1])
+    framework, path, entry = argv[0], Path(argv[1]), argv[2] if len(argv) > 2 else ""
     try:
         from modelport.serving.runtimes import load_runtime
 
         with tempfile.TemporaryDirectory(prefix="modelport-check-") as workdir:
-            runtime = load_runtime(framework, path, Path(workdir))
+            runtime = load_runtime(framework, path, Path(workdir), entry=entry)
             signature = runtime.signature()
     except BaseException as exc:  # noqa: BLE001 - anything the model does while loading is its error, reported
         reason = f"could not load the {framework} model: {type(exc).__name__}: {exc}".strip()

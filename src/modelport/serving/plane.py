@@ -96,7 +96,8 @@ class Variant:
             raise ReplicaFailed(self.error)
 
     async def _start_replica(self) -> Replica:
-        name = f"engine-{self.deployment.spec.route}-{self.spec.name}-{next(self.serials)}"
+        route = self.deployment.spec.route.replace("/", "-")  # the name is also a file name (socket, log)
+        name = f"engine-{route}-{self.spec.name}-{next(self.serials)}"
         replica = Replica(name, self.spec.worker_spec(), self.run_dir, python=self.python,
                           on_exit=self._replica_exited)
         self.replicas.append(replica)
@@ -418,10 +419,21 @@ class ServingPlane:
     async def invoke_raw(self, live: LiveDeployment, body: bytes, content_type: str, accept: str, *,
                          target: str | None = None) -> tuple[bytes, str, Variant]:
         """Raw bytes through a handler model (SageMaker's inference.py): one request per replica hop."""
-        variant = live.pick(target)
-        variant.last_request = time.monotonic()
-        extra = {"op": "invoke", "content_type": content_type, "accept": accept}
-        result = await self._run(live, variant, {"body": np.frombuffer(body, dtype=np.uint8)}, 1, None, extra)
+        started = time.perf_counter()
+        meters = live.meters or self._meters(live)
+        try:
+            variant = live.pick(target)
+            variant.last_request = time.monotonic()
+            extra = {"op": "invoke", "content_type": content_type, "accept": accept}
+            result = await self._run(live, variant, {"body": np.frombuffer(body, dtype=np.uint8)}, 1, None, extra)
+        except InvalidInput:
+            meters.bad_request.inc()
+            raise
+        except Exception:
+            meters.failed.inc()
+            raise
+        meters.succeeded.inc()
+        meters.latency.observe(time.perf_counter() - started)
         return result.outputs["body"].tobytes(), result.meta.get("content_type", "application/json"), variant
 
     def _meters(self, live: LiveDeployment) -> Meters:

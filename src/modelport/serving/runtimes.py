@@ -219,7 +219,58 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def load_runtime(framework: str, path: Path, workdir: Path) -> Runtime:
+class FunctionRuntime:
+    """A plain Python function called with keyword arguments from a JSON object (a Dataiku "python function"
+    endpoint); it answers with any JSON-serialisable value. Raw bytes in and out, one call per request."""
+
+    def __init__(self, path: Path, function: str) -> None:
+        sys.path.insert(0, str(path.parent))
+        spec = importlib.util.spec_from_file_location(f"modelport_function_{path.stem}", path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        self.function = getattr(module, function, None)
+        if not callable(self.function):
+            raise AttributeError(f"{path.name} defines no function {function!r}")
+        self.parameters = inspect.signature(self.function)
+
+    def signature(self) -> dict[str, Any]:
+        return {"inputs": [], "outputs": [], "parameters": list(self.parameters.parameters)}
+
+    def predict(self, columns: Columns, outputs: frozenset[str] | None = None) -> Columns:
+        raise TypeError("a python function endpoint is called with keyword arguments, not columns")
+
+    def invoke(self, body: bytes, content_type: str, accept: str) -> tuple[bytes, str]:
+        import json
+
+        from modelport.serving.handlers import HandlerError
+
+        try:
+            arguments = json.loads(body) if body.strip() else {}
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HandlerError(f"the body is not a JSON object: {exc}") from None
+        if not isinstance(arguments, dict):
+            raise HandlerError("the body must be a JSON object of keyword arguments")
+        try:
+            self.parameters.bind(**arguments)
+        except TypeError as exc:
+            raise HandlerError(f"the arguments do not fit the function: {exc}") from None
+        result = self.function(**arguments)
+        try:
+            return json.dumps(result, default=_plain_json).encode(), "application/json"
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"the function returned a value that is not JSON-serialisable: {exc}") from None
+
+
+def _plain_json(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def load_runtime(framework: str, path: Path, workdir: Path, *, entry: str = "") -> Runtime:
     if framework == "onnx":
         return OnnxRuntime(path)
     if framework == "sklearn":
@@ -228,6 +279,8 @@ def load_runtime(framework: str, path: Path, workdir: Path) -> Runtime:
         return XGBoostRuntime(path)
     if framework == "python":
         return PythonRuntime(path, workdir)
+    if framework == "python-function":
+        return FunctionRuntime(path, entry)  # type: ignore[return-value]
     if framework == "sagemaker-handler":
         from modelport.serving.handlers import HandlerRuntime
 

@@ -31,7 +31,8 @@ class Pipeline:
             model = step["models"][0]  # alternatives within one step (A/B) are expressed as variants instead
             if model.get("environment"):
                 os.environ.update(model["environment"])  # the container's Environment (SAGEMAKER_PROGRAM, ...)
-            runtime = load_runtime(model["framework"], Path(model["path"]), workdir / f"step{i}")
+            runtime = load_runtime(model["framework"], Path(model["path"]), workdir / f"step{i}",
+                                   entry=model.get("entry", ""))
             self.steps.append(runtime)
             self.models.append({"name": model["name"], "version": model["version"], "sha": model["sha"],
                                 "signature": runtime.signature()})
@@ -67,7 +68,7 @@ def _serve_connection(pipeline: Pipeline, conn: socket.socket) -> None:
         if header.get("op") == "ping":
             conn.sendall(b"".join(wire.encode({"ok": True})))
             continue
-        if header.get("op") == "invoke":  # raw bytes through a SageMaker-style handler
+        if header.get("op") == "invoke":  # raw bytes through a SageMaker-style handler or a python function
             conn.sendall(b"".join(bytes(chunk) for chunk in _invoke(pipeline, header, columns)))
             continue
         try:

@@ -44,7 +44,9 @@ class ApiToken(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # admin | user
+    kind: Mapped[str] = mapped_column(String(16))  # admin | user | service
+    # service keys (the Dataiku face's prediction keys): the services they may call; empty means all of them
+    services: Mapped[list[Any] | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
@@ -279,3 +281,42 @@ class SageMakerEndpoint(Base):
     failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DataikuService(Base):
+    """A Dataiku API node service: its generations, and the mapping that spreads traffic over them."""
+
+    __tablename__ = "dataiku_services"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    mapping: Mapped[dict[str, Any] | None] = mapped_column(nullable=True)  # domain.bundles.Mapping.to_json()
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DataikuGeneration(Base):
+    """One imported bundle of a service; `preloaded` asks for its replicas to run even without traffic."""
+
+    __tablename__ = "dataiku_generations"
+    __table_args__ = (UniqueConstraint("service_id", "generation"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("dataiku_services.id", ondelete="CASCADE"), index=True)
+    generation: Mapped[str] = mapped_column(String(64))
+    bundle_sha: Mapped[str] = mapped_column(String(64))
+    manifest: Mapped[dict[str, Any]] = mapped_column()
+    preloaded: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DataikuEndpoint(Base):
+    """A (service, endpoint id) pair: the plane serves each as one deployment whose variants are generations."""
+
+    __tablename__ = "dataiku_endpoints"
+    __table_args__ = (UniqueConstraint("service_id", "endpoint"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("dataiku_services.id", ondelete="CASCADE"), index=True)
+    endpoint: Mapped[str] = mapped_column(String(64))
+
