@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 
-.PHONY: serve test test-postgres bench clean
+.PHONY: serve test test-postgres bench bench-craftai clean
 
 $(READY): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,3 +30,8 @@ clean:
 bench: $(READY)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/craftai_latency.py
+
+# Craft AI deployments only: low_latency against elastic trigger-to-result latency (a section of BENCHMARKS.md).
+bench-craftai: $(READY)
+	$(BIN)/python benchmarks/craftai_latency.py

@@ -32,17 +32,19 @@ def render_native(error: ModelportError) -> Response:
     return JSON(body, status_code=error.status, headers=headers)
 
 
-_faces: list[tuple[str, Renderer]] = []
+_faces: list[tuple[str, str, Renderer]] = []
 
 
-def register_face(prefix: str, renderer: Renderer) -> None:
-    _faces.append((prefix, renderer))
-    _faces.sort(key=lambda item: len(item[0]), reverse=True)
+def register_face(prefix: str, renderer: Renderer, *, suffix: str = "") -> None:
+    """Paths starting with `prefix` (and ending with `suffix`, when given) render errors with `renderer`; the
+    longest prefix wins, and a suffix match beats a plain prefix of the same length."""
+    _faces.append((prefix, suffix, renderer))
+    _faces.sort(key=lambda item: (len(item[0]), bool(item[1])), reverse=True)
 
 
 def renderer_for(path: str) -> Renderer:
-    for prefix, renderer in _faces:
-        if path.startswith(prefix):
+    for prefix, suffix, renderer in _faces:
+        if path.startswith(prefix) and path.endswith(suffix):
             return renderer
     return render_native
 

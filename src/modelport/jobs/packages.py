@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -97,3 +98,23 @@ def extract_zip(path: Path, destination: Path, limits: ArchiveLimits = ArchiveLi
                 while chunk := src.read(1024 * 1024):
                     out.write(chunk)
     return listing
+
+
+def extract_tar(archive: Path, destination: Path, max_bytes: int, *, what: str = "archive") -> None:
+    """A (gzipped) tar, safely: regular files and folders only, inside the destination, bounded in size."""
+    destination.mkdir(parents=True)
+    total = 0
+    try:
+        with tarfile.open(archive) as tar:
+            for member in tar.getmembers():
+                if not (member.isfile() or member.isdir()):
+                    raise InvalidInput(f"{what} entry {member.name!r} is a link or device; only files and folders "
+                                       "are allowed", field="file")
+                total += member.size
+                if total > max_bytes:
+                    raise InvalidInput(f"{what} unpacks to more than {max_bytes} bytes", field="file")
+            tar.extractall(destination, filter="data")
+    except tarfile.FilterError as exc:
+        raise InvalidInput(f"{what} is unsafe: {exc}", field="file") from None
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise InvalidInput(f"{what} is unreadable: {exc}", field="file") from None

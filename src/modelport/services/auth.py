@@ -8,6 +8,9 @@ import logging
 import secrets
 import time
 import uuid
+from pathlib import Path
+
+import jwt
 
 from sqlalchemy import select
 
@@ -20,6 +23,7 @@ from modelport.store.tables import ApiToken, utcnow
 log = logging.getLogger(__name__)
 
 TOKEN_KINDS = ("admin", "user", "service")
+ACCESS_TOKEN_S = 3600
 
 
 def hash_token(token: str) -> str:
@@ -106,6 +110,21 @@ class AuthService:
         hit = self._hot.get(token)
         return hit[0] if hit is not None and hit[1] > time.monotonic() else None
 
+    def principal_by_id(self, token_id: str) -> Principal:
+        """The principal of a token known by id (a signed access token names it); revoked tokens are refused."""
+        key = "id:" + token_id
+        hit = self._cache.get(key)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        with self.db.session() as s:
+            row = s.get(ApiToken, token_id)
+            if row is None or row.revoked_at is not None:
+                self._cache.pop(key, None)
+                raise Unauthenticated("the token behind this access token was revoked")
+            principal = Principal(row.id, row.name, row.kind, tuple(row.services or ()))
+        self._cache[key] = (principal, time.monotonic() + self.cache_s)
+        return principal
+
     def authenticate(self, token: str | None) -> Principal:
         if not token:
             raise Unauthenticated("missing credentials: send Authorization: Bearer <token>")
@@ -127,3 +146,28 @@ class AuthService:
         self._cache[digest] = entry
         self._hot[token] = entry  # keyed by the token itself: a cache hit costs no hashing
         return principal
+
+
+class AccessTokens:
+    """Signs and checks access tokens with a key kept in the home folder (created on first use, mode 0600)."""
+
+    def __init__(self, key_file: Path) -> None:
+        if not key_file.exists():
+            key_file.parent.mkdir(parents=True, exist_ok=True)
+            key_file.write_text(secrets.token_hex(32))
+            key_file.chmod(0o600)
+        self.key = key_file.read_text().strip()
+
+    def issue(self, principal: Principal) -> str:
+        now = int(time.time())
+        return jwt.encode({"sub": principal.token_id, "name": principal.name, "iat": now, "exp": now + ACCESS_TOKEN_S},
+                          self.key, algorithm="HS256")
+
+    def subject(self, token: str) -> str:
+        try:
+            claims = jwt.decode(token, self.key, algorithms=["HS256"], options={"require": ["exp", "iat", "sub"]})
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("the access token has expired: refresh it") from None
+        except jwt.InvalidTokenError:
+            raise Unauthenticated("invalid access token") from None
+        return str(claims["sub"])

@@ -15,11 +15,12 @@ from modelport.jobs.environments import EnvironmentBuilder
 from modelport.jobs.packages import ArchiveLimits
 from modelport.jobs.scheduler import Scheduler
 from modelport.jobs.supervisor import RunSupervisor
+from modelport.services.craftai import CraftAiService
 from modelport.services.dataiku import DataikuServices
 from modelport.services.jobs import JobService
 from modelport.services.sagemaker import SageMakerService
 from modelport.serving.plane import PlaneSettings, ServingPlane
-from modelport.services.auth import AuthService
+from modelport.services.auth import AccessTokens, AuthService
 from modelport.services.deployments import DeploymentService
 from modelport.services.inference_log import InferenceLogService
 from modelport.services.pipelines import PipelineService
@@ -67,6 +68,10 @@ class Platform:
             import_roots=settings.resolved_import_roots, max_bundle_bytes=settings.max_upload_bytes,
             limits=ArchiveLimits(settings.max_archive_entries, settings.max_archive_bytes, settings.max_compression_ratio),
             check_timeout_s=settings.model_check_timeout_s)
+        self.craftai = CraftAiService(self.db, self.artifacts, self.environments, settings.resolved_home / "craftai",
+                                      max_upload_bytes=settings.max_upload_bytes,
+                                      allow_second_schedules=settings.allow_second_schedules)
+        self.craftai_tokens = AccessTokens(settings.resolved_home / "craftai-signing.key")
         self._background: set[asyncio.Task[Any]] = set()
 
     def start(self) -> str | None:
@@ -94,8 +99,11 @@ class Platform:
         await self.supervisor.recover()
         self.jobs.start()
         self.scheduler.start()
+        self.craftai.start()
+        await self.craftai.restore()
 
     async def stop_serving(self) -> None:
+        await self.craftai.stop()
         await self.scheduler.stop()
         await self.supervisor.shutdown()
         self.jobs.stop()

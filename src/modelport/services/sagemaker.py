@@ -25,8 +25,9 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from modelport.domain.deployments import Batching, DeploymentSpec, DeploymentStatus, ModelSpec, Scaling, VariantSpec
-from modelport.domain.errors import ModelportError
+from modelport.domain.errors import InvalidInput, ModelportError
 from modelport.jobs.environments import normalise
+from modelport.jobs.packages import extract_tar
 from modelport.serving.plane import ServingPlane
 from modelport.store.database import Database
 from modelport.store.tables import (
@@ -535,20 +536,7 @@ def _time(value: Any, key: str) -> datetime:
 
 
 def _extract_tar(archive: Path, destination: Path, max_bytes: int) -> None:
-    """model.tar.gz, safely: regular files and folders only, inside the destination, bounded in size."""
-    destination.mkdir(parents=True)
-    total = 0
     try:
-        with tarfile.open(archive) as tar:
-            for member in tar.getmembers():
-                if not (member.isfile() or member.isdir()):
-                    raise SageMakerError("ValidationException", f"model.tar.gz entry {member.name!r} is a link or "
-                                         "device; only files and folders are allowed")
-                total += member.size
-                if total > max_bytes:
-                    raise SageMakerError("ValidationException", "model.tar.gz unpacks to too many bytes")
-            tar.extractall(destination, filter="data")
-    except (tarfile.TarError, OSError) as exc:
-        if isinstance(exc, tarfile.FilterError):
-            raise SageMakerError("ValidationException", f"model.tar.gz is unsafe: {exc}") from None
-        raise SageMakerError("ValidationException", f"model.tar.gz is unreadable: {exc}") from None
+        extract_tar(archive, destination, max_bytes, what="model.tar.gz")
+    except InvalidInput as exc:
+        raise SageMakerError("ValidationException", exc.message) from None

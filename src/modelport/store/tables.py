@@ -320,3 +320,71 @@ class DataikuEndpoint(Base):
     service_id: Mapped[int] = mapped_column(ForeignKey("dataiku_services.id", ondelete="CASCADE"), index=True)
     endpoint: Mapped[str] = mapped_column(String(64))
 
+
+class CraftPipeline(Base):
+    """A Craft AI pipeline: one Python function from an uploaded code folder, with typed inputs and outputs."""
+
+    __tablename__ = "craft_pipelines"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    function_path: Mapped[str] = mapped_column(Text)
+    function_name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    inputs: Mapped[list[Any]] = mapped_column(default=list)
+    outputs: Mapped[list[Any]] = mapped_column(default=list)
+    container_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    package_sha: Mapped[str] = mapped_column(String(64))
+    requirements: Mapped[list[Any]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(32))  # creation_pending | ready | creation_failed
+    failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CraftDeployment(Base):
+    """A pipeline run on a rule: `endpoint` (token-protected HTTP) or `periodic` (cron)."""
+
+    __tablename__ = "craft_deployments"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    pipeline_name: Mapped[str] = mapped_column(String(63), index=True)
+    execution_rule: Mapped[str] = mapped_column(String(16))
+    mode: Mapped[str] = mapped_column(String(16))
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    schedule: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    endpoint_url_path: Mapped[str | None] = mapped_column(String(63), nullable=True, unique=True)
+    endpoint_token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    inputs_mapping: Mapped[list[Any]] = mapped_column(default=list)
+    outputs_mapping: Mapped[list[Any]] = mapped_column(default=list)
+    execution_timeout_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    is_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CraftExecution(Base):
+    """One run of a pipeline; `tick` is the schedule time of a periodic run (one execution per tick, even with
+    several servers)."""
+
+    __tablename__ = "craft_executions"
+    __table_args__ = (UniqueConstraint("deployment_name", "tick"),)
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    pipeline_name: Mapped[str] = mapped_column(String(63), index=True)
+    deployment_name: Mapped[str | None] = mapped_column(String(63), nullable=True, index=True)
+    tick: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))  # Pending | Running | Succeeded | Failed
+    inputs: Mapped[list[Any]] = mapped_column(default=list)
+    outputs: Mapped[list[Any]] = mapped_column(default=list)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class CraftEnvironmentVariable(Base):
+    __tablename__ = "craft_environment_variables"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -33,7 +33,7 @@ def render(error: ModelportError) -> Response:
                     headers={"x-amzn-ErrorType": code})
 
 
-error_faces.register_face(PREFIX, render)
+error_faces.register_face(PREFIX, render, suffix="/invocations")
 
 
 def decode(body: bytes, content_type: str) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""The Craft AI face: the API the official craft-ai-sdk calls (`/api/v1`), and endpoint triggers (`/endpoints`)."""

@@ -1,0 +1,436 @@
+"""Craft AI routes, as the official craft-ai-sdk calls them (`environment_url` and `control_url` both point here).
+
+Long polls: `?wait_for_completion=true` holds a request for a few seconds while something is still being created
+or run (the SDK re-asks at once, without sleeping); outputs that are not ready yet answer 307 (the SDK re-asks).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.responses import FileResponse, RedirectResponse, Response
+
+from modelport.api import errors as error_faces
+from modelport.api.bodies import parse_json
+from modelport.api.craftai.security import PREFIXES, render, require_user
+from modelport.api.responses import JSON
+from modelport.domain.entities import Principal
+from modelport.domain.errors import Forbidden, InvalidInput, NotFound, Unauthenticated, UnsupportedMediaType
+from modelport.services.craftai import FINISHED, CraftAiService
+
+for _prefix in PREFIXES:
+    error_faces.register_face(_prefix, render)
+
+LONG_POLL_S = 10.0
+API = "/api/v1"
+router = APIRouter(prefix=API, dependencies=[Depends(require_user)], tags=["craftai"])
+public = APIRouter(tags=["craftai"])
+
+
+def _service(request: Request) -> CraftAiService:
+    return request.app.state.platform.craftai
+
+
+def _wait(request: Request) -> bool:
+    return request.query_params.get("wait_for_completion", "").lower() == "true"
+
+
+def unflatten(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Bracket-flattened form fields (`inputs[0][name]`) back into nested objects and lists."""
+    root: dict[str, Any] = {}
+    for key, value in pairs:
+        parts = re.findall(r"[^\[\]]+", key)
+        if not parts or len(parts) > 8:
+            raise InvalidInput(f"form field {key!r} is not understood", field=key)
+        node: Any = root
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            container_key: Any = int(part) if part.isdigit() and isinstance(node, list) else part
+            if isinstance(node, list):
+                if not isinstance(container_key, int) or container_key > 10_000:
+                    raise InvalidInput(f"form field {key!r} is not understood", field=key)
+                while len(node) <= container_key:
+                    node.append(None)
+            if last:
+                node[container_key] = value
+            else:
+                child = node[container_key] if (isinstance(node, list) or container_key in node) else None
+                if child is None:
+                    child = [] if parts[i + 1].isdigit() else {}
+                    node[container_key] = child
+                node = child
+    return root
+
+
+async def _form(request: Request, *, max_files: int = 32) -> tuple[list[tuple[str, str]], dict[str, UploadFile]]:
+    content_type = request.headers.get("content-type", "").lower()
+    if not (content_type.startswith("multipart/form-data") or
+            content_type.startswith("application/x-www-form-urlencoded")):
+        raise UnsupportedMediaType("send multipart/form-data")
+    try:
+        form = await request.form(max_files=max_files, max_fields=2000)
+    except Exception as exc:  # the multipart parser's own errors
+        raise InvalidInput(f"malformed form body: {exc}") from None
+    fields, files = [], {}
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            files[key] = value
+        else:
+            fields.append((key, value))
+    return fields, files
+
+
+def _json_field(value: str | None, field: str) -> Any:
+    if value is None or value == "":
+        return None
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise InvalidInput(f"{field} is not valid JSON", field=field) from None
+
+
+# -- auth and project ---------------------------------------------------------------------------------------------------
+
+@public.post(f"{API}/auth/refresh", operation_id="craftai_refresh_token")
+async def refresh(request: Request) -> JSON:
+    """{"refresh_token": <a modelport token>} -> {"access_token": <signed, expiring JWT>}."""
+    body = parse_json(await request.body())
+    token = body.get("refresh_token") if isinstance(body, dict) else None
+    if not isinstance(token, str) or not token:
+        raise Unauthenticated("refresh_token is required")
+    platform = request.app.state.platform
+    principal = await run_in_threadpool(platform.auth.authenticate, token)
+    if principal.is_service_key:
+        raise Forbidden("a service key may only call the prediction API of its services")
+    return JSON({"access_token": platform.craftai_tokens.issue(principal)})
+
+
+@router.get("/users/me", operation_id="craftai_who_am_i")
+async def who_am_i(principal: Principal = Depends(require_user)) -> JSON:
+    return JSON({"id": principal.token_id, "name": principal.name, "email": None})
+
+
+@router.get("/project-information", operation_id="craftai_project_information")
+async def project_information() -> JSON:
+    """What the SDK packs when a pipeline's container_config does not say: the whole local folder."""
+    return JSON({"included_folders": ["."], "requirements_path": None, "language": "python:3.11"})
+
+
+# -- pipelines ----------------------------------------------------------------------------------------------------------
+
+@router.post("/pipelines", operation_id="craftai_create_pipeline")
+async def create_pipeline(request: Request, principal: Principal = Depends(require_user)) -> JSON:
+    """Multipart: bracket-flattened parameters and the code folder as the tar.gz part `step_file`."""
+    fields, files = await _form(request, max_files=1)
+    service = _service(request)
+    package = files.get("step_file")
+    try:
+        created = await run_in_threadpool(service.create_pipeline, unflatten(fields),
+                                          package.file if package else None, principal.name)
+    finally:
+        if package is not None:
+            await package.close()
+    request.app.state.platform.background(service.prepare_pipeline(created["pipeline_name"]))
+    return JSON(created)
+
+
+@router.get("/pipelines", operation_id="craftai_list_pipelines")
+async def list_pipelines(request: Request) -> JSON:
+    return JSON(await run_in_threadpool(_service(request).list_pipelines))
+
+
+@router.get("/pipelines/{name}", operation_id="craftai_get_pipeline")
+async def get_pipeline(name: str, request: Request) -> JSON:
+    service = _service(request)
+    if _wait(request) and await run_in_threadpool(service.pipeline_status, name) == "creation_pending":
+        await service.wait_for_change(f"pipeline:{name}", LONG_POLL_S)
+    return JSON(await run_in_threadpool(service.get_pipeline, name))
+
+
+@router.delete("/pipelines/{name}", operation_id="craftai_delete_pipeline")
+async def delete_pipeline(name: str, request: Request) -> JSON:
+    force = request.query_params.get("force_deployments_deletion", "false").lower() == "true"
+    return JSON(await _service(request).delete_pipeline(name, force))
+
+
+def _maybe(value: Any) -> Response:
+    return JSON(value) if value is not None else Response(status_code=204)
+
+
+@router.get("/pipelines/{name}/executions/latest", operation_id="craftai_latest_pipeline_execution")
+async def latest_pipeline_execution(name: str, request: Request) -> Response:
+    return _maybe(await run_in_threadpool(lambda: _service(request).latest_execution(pipeline_name=name)))
+
+
+@router.get("/pipelines/{name}/executions", operation_id="craftai_list_pipeline_executions")
+async def list_pipeline_executions(name: str, request: Request) -> JSON:
+    return JSON(await run_in_threadpool(_service(request).list_executions, name))
+
+
+@router.post("/pipelines/{name}/logs", operation_id="craftai_pipeline_logs")
+async def pipeline_logs(name: str, request: Request) -> JSON:
+    """The pipeline's creation log: why it failed, when it did."""
+    pipeline = await run_in_threadpool(_service(request).get_pipeline, name)
+    reason = pipeline["creation_info"].get("failure_reason")
+    return JSON([{"timestamp": pipeline["creation_info"]["created_at"], "message": reason}] if reason else [])
+
+
+@router.post("/pipelines/{name}/run", operation_id="craftai_run_pipeline")
+async def run_pipeline(name: str, request: Request, principal: Principal = Depends(require_user)) -> JSON:
+    """Form fields json_inputs, inputs_mapping, outputs_mapping (JSON strings), plus file inputs as parts."""
+    fields, files = await _form(request)
+    values = dict(fields)
+    given = _json_field(values.get("json_inputs"), "json_inputs") or {}
+    if not isinstance(given, dict):
+        raise InvalidInput("json_inputs must be a JSON object", field="json_inputs")
+    inputs_mapping = _json_field(values.get("inputs_mapping"), "inputs_mapping") or None
+    outputs_mapping = _json_field(values.get("outputs_mapping"), "outputs_mapping") or None
+    data = {key: await upload.read() for key, upload in files.items()}
+    execution_id = await run_in_threadpool(
+        lambda: _service(request).start_execution(pipeline_name=name, deployment_name=None, given=given, files=data,
+                                                  creator=principal.name, inputs_mapping=inputs_mapping,
+                                                  outputs_mapping=outputs_mapping))
+    return JSON({"execution_id": execution_id})
+
+
+# -- executions ---------------------------------------------------------------------------------------------------------
+
+@router.get("/executions/{execution_id}", operation_id="craftai_get_execution")
+async def get_execution(execution_id: str, request: Request) -> JSON:
+    return JSON(await run_in_threadpool(_service(request).get_execution, execution_id))
+
+
+@router.delete("/executions/{execution_id}", operation_id="craftai_delete_execution")
+async def delete_execution(execution_id: str, request: Request) -> JSON:
+    return JSON(await run_in_threadpool(_service(request).delete_execution, execution_id))
+
+
+@router.get("/executions/{execution_id}/outputs", operation_id="craftai_execution_outputs")
+async def execution_outputs(execution_id: str, request: Request) -> Response:
+    """307 back to itself while the execution runs (after holding the request a while); then its outputs."""
+    service = _service(request)
+    execution = await service.wait_for_execution(execution_id, LONG_POLL_S if _wait(request) else 0)
+    if execution["status"] not in FINISHED:
+        return RedirectResponse(str(request.url), status_code=307)
+    if execution["status"] == "Failed":
+        return JSON({"message": f"execution {execution_id} failed: {execution['error']}", "name": "ExecutionFailed",
+                     "request_id": None, "additional_data": {"execution_id": execution_id}}, status_code=500)
+    return JSON({"outputs": execution["outputs"]})
+
+
+@router.get("/executions/{execution_id}/outputs/{output_name}", operation_id="craftai_execution_output_file")
+async def execution_output_file(execution_id: str, output_name: str, request: Request) -> FileResponse:
+    path = await run_in_threadpool(_service(request).execution_output_file, execution_id, output_name)
+    return FileResponse(path, media_type="application/octet-stream")
+
+
+@router.post("/executions/{execution_id}/logs", operation_id="craftai_execution_logs")
+async def execution_logs(execution_id: str, request: Request) -> JSON:
+    """{from, to, limit} (epoch milliseconds) -> [[{timestamp, message, stream}, ...]]."""
+    body = parse_json(await request.body())
+    return JSON(await run_in_threadpool(_service(request).execution_logs, execution_id, body))
+
+
+# -- deployments --------------------------------------------------------------------------------------------------------
+
+async def _create(request: Request, rule: str, principal: Principal) -> JSON:
+    service = _service(request)
+    deployment = await run_in_threadpool(service.create_deployment, parse_json(await request.body()), rule,
+                                         principal.name)
+    if deployment["mode"] == "low_latency":
+        request.app.state.platform.background(service.start_warm(deployment["name"]))
+    return JSON(deployment)
+
+
+@router.post("/endpoints", operation_id="craftai_create_endpoint_deployment")
+async def create_endpoint(request: Request, principal: Principal = Depends(require_user)) -> JSON:
+    return await _create(request, "endpoint", principal)
+
+
+@router.post("/periodic-deployment", operation_id="craftai_create_periodic_deployment")
+async def create_periodic(request: Request, principal: Principal = Depends(require_user)) -> JSON:
+    return await _create(request, "periodic", principal)
+
+
+@router.get("/deployments", operation_id="craftai_list_deployments")
+async def list_deployments(request: Request) -> JSON:
+    return JSON(await run_in_threadpool(_service(request).list_deployments))
+
+
+@router.get("/deployments/{name}", operation_id="craftai_get_deployment")
+async def get_deployment(name: str, request: Request) -> JSON:
+    service = _service(request)
+    deployment = await run_in_threadpool(service.get_deployment, name)
+    if _wait(request) and deployment["status"] == "creation_pending":
+        await service.wait_for_change(f"deployment:{name}", LONG_POLL_S)
+        deployment = await run_in_threadpool(service.get_deployment, name)
+    return JSON(deployment)
+
+
+@router.patch("/deployments/{name}", operation_id="craftai_update_deployment")
+async def update_deployment(name: str, request: Request) -> JSON:
+    return JSON(await run_in_threadpool(_service(request).update_deployment, name, parse_json(await request.body())))
+
+
+@router.delete("/deployments/{name}", operation_id="craftai_delete_deployment")
+async def delete_deployment(name: str, request: Request) -> JSON:
+    return JSON(await _service(request).delete_deployment(name))
+
+
+@router.get("/deployments/{name}/executions/latest", operation_id="craftai_latest_deployment_execution")
+async def latest_deployment_execution(name: str, request: Request) -> Response:
+    return _maybe(await run_in_threadpool(lambda: _service(request).latest_execution(deployment_name=name)))
+
+
+@router.post("/deployments/{name}/logs", operation_id="craftai_deployment_logs")
+async def deployment_logs(name: str, request: Request) -> JSON:
+    """The logs of the deployment's latest execution."""
+    latest = await run_in_threadpool(lambda: _service(request).latest_execution(deployment_name=name))
+    if latest is None:
+        return JSON([])
+    logs = await run_in_threadpool(_service(request).execution_logs, latest["execution_id"],
+                                   parse_json(await request.body()))
+    return JSON(logs[0])
+
+
+async def _trigger_inputs(request: Request) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """A JSON object of inputs, or multipart with JSON-encoded fields and file parts."""
+    content_type = request.headers.get("content-type", "").lower()
+    if content_type.startswith("multipart/form-data"):
+        fields, files = await _form(request)
+        given = {key: _json_field(value, key) for key, value in fields}
+        return given, {key: await upload.read() for key, upload in files.items()}
+    body = parse_json(await request.body())
+    if not isinstance(body, dict):
+        raise InvalidInput("the inputs must be a JSON object")
+    return body, {}
+
+
+@router.post("/deployments/{name}/executions", operation_id="craftai_trigger_deployment")
+async def trigger_deployment(name: str, request: Request, principal: Principal = Depends(require_user)) -> JSON:
+    service = _service(request)
+    deployment = await run_in_threadpool(service.get_deployment, name)
+    given, files = await _trigger_inputs(request)
+    execution_id = await run_in_threadpool(
+        lambda: service.start_execution(pipeline_name=deployment["pipeline"]["name"], deployment_name=name,
+                                        given=given, files=files, creator=principal.name))
+    return JSON({"execution_id": execution_id})
+
+
+@router.post("/endpoints/{name}/generate-new-token", operation_id="craftai_new_endpoint_token")
+async def new_endpoint_token(name: str, request: Request) -> JSON:
+    body = parse_json(await request.body())
+    token = body.get("endpoint_token") if isinstance(body, dict) else None
+    return JSON(await run_in_threadpool(_service(request).new_endpoint_token, name, token))
+
+
+# -- environment variables ----------------------------------------------------------------------------------------------
+
+@router.get("/environment-variables", operation_id="craftai_list_environment_variables")
+async def list_variables(request: Request) -> JSON:
+    values = await run_in_threadpool(_service(request).environment_variables)
+    return JSON([{"name": k, "value": v} for k, v in sorted(values.items())])
+
+
+@router.put("/environment-variables", operation_id="craftai_set_environment_variable")
+async def set_variable(request: Request) -> Response:
+    """{"environment_variables": {name: value, ...}}"""
+    body = parse_json(await request.body())
+    variables = body.get("environment_variables") if isinstance(body, dict) else None
+    if not isinstance(variables, dict) or not variables:
+        raise InvalidInput("environment_variables must be an object of names to values", field="environment_variables")
+    for name, value in variables.items():
+        await run_in_threadpool(_service(request).set_environment_variable, name, value)
+    return Response(status_code=204)
+
+
+@router.delete("/environment-variables/{name}", operation_id="craftai_delete_environment_variable")
+async def delete_variable(name: str, request: Request) -> JSON:
+    return JSON(await run_in_threadpool(_service(request).delete_environment_variable, name))
+
+
+# -- datastore ----------------------------------------------------------------------------------------------------------
+
+@router.get("/data-store/list", operation_id="craftai_list_datastore")
+async def list_datastore(request: Request) -> JSON:
+    items = await run_in_threadpool(_service(request).list_datastore, request.query_params.get("folder_path"))
+    return JSON({"items": items, "continuation_token": None})
+
+
+@router.post("/data-store/download", operation_id="craftai_datastore_download_url")
+async def datastore_download_url(request: Request) -> JSON:
+    """A signed URL, valid 15 minutes, from which the object can be fetched without credentials."""
+    form = await request.form()
+    path = form.get("path_to_object")
+    service = _service(request)
+    if not isinstance(path, str) or not service.datastore_path(path).is_file():
+        raise NotFound(f"no datastore object at {path!r}", field="path_to_object")
+    expires = int(time.time()) + 900
+    signature = service.sign(request.app.state.platform.craftai_tokens.key.encode(), "get", path, expires)
+    url = request.url_for("craftai_datastore_object").include_query_params(path=path, expires=expires,
+                                                                           signature=signature)
+    return JSON({"signed_url": str(url)})
+
+
+@public.get(f"{API}/data-store/object", operation_id="craftai_datastore_object", name="craftai_datastore_object")
+async def datastore_object(request: Request) -> FileResponse:
+    """Answers only a valid, unexpired signature from `data-store/download`."""
+    import hmac
+
+    query = request.query_params
+    path, expires, signature = query.get("path", ""), query.get("expires", ""), query.get("signature", "")
+    service = _service(request)
+    if not expires.isdigit() or int(expires) < time.time():
+        raise Forbidden("the signed URL has expired")
+    expected = service.sign(request.app.state.platform.craftai_tokens.key.encode(), "get", path, int(expires))
+    if not hmac.compare_digest(expected, signature):
+        raise Forbidden("invalid signature")
+    file = service.datastore_path(path)
+    if not file.is_file():
+        raise NotFound(f"no datastore object at {path!r}")
+    return FileResponse(file, media_type="application/octet-stream")
+
+
+# -- endpoint triggers --------------------------------------------------------------------------------------------------
+
+def _endpoint_token(request: Request) -> str | None:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return value.strip() if scheme == "EndpointToken" and value.strip() else None
+
+
+@public.post("/endpoints/{path}", operation_id="craftai_trigger_endpoint",
+             openapi_extra={"security": [{"endpointToken": []}]})
+async def trigger_endpoint(path: str, request: Request) -> JSON:
+    """`Authorization: EndpointToken <token>`; a JSON object of inputs (or multipart with file parts)."""
+    service = _service(request)
+    name, pipeline = await run_in_threadpool(service.endpoint_for, path, _endpoint_token(request))
+    given, files = await _trigger_inputs(request)
+    execution_id = await run_in_threadpool(
+        lambda: service.start_execution(pipeline_name=pipeline, deployment_name=name, given=given, files=files,
+                                        creator=f"endpoint:{path}"))
+    return JSON({"execution_id": execution_id})
+
+
+@public.get("/endpoints/v1/{path}/executions/{execution_id}", operation_id="craftai_endpoint_result")
+async def endpoint_result(path: str, execution_id: str, request: Request) -> JSON:
+    """`?token=<endpoint token>`; waits for the execution, then {"outputs": {name: {"value": v}}}."""
+    service = _service(request)
+    name, _ = await run_in_threadpool(service.endpoint_for, path, request.query_params.get("token"))
+    execution = await service.wait_for_execution(execution_id, service.default_timeout_s)
+    if execution["deployment_name"] != name:
+        raise NotFound(f"execution {execution_id!r} is not one of endpoint {path!r}", field="execution_id")
+    if execution["status"] == "Failed":
+        return JSON({"message": f"execution {execution_id} failed: {execution['error']}", "name": "ExecutionFailed",
+                     "request_id": None, "additional_data": {"execution_id": execution_id}}, status_code=500)
+    if execution["status"] not in FINISHED:
+        return JSON({"message": f"execution {execution_id} is still {execution['status']}", "name": "NotReady",
+                     "request_id": None, "additional_data": None}, status_code=503)
+    outputs = {o["mapping_value"].get("endpoint_output_name", o["pipeline_output_name"]): {"value": o["value"]}
+               for o in execution["outputs"] if o["mapping_type"] == "endpoint"}
+    return JSON({"outputs": outputs, "execution_id": execution_id})
