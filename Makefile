@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 
-.PHONY: serve test test-postgres bench bench-craftai clean
+.PHONY: serve test test-postgres bench bench-craftai clean chromium
 
 $(READY): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,8 +15,14 @@ $(READY): pyproject.toml
 serve: $(READY)
 	$(BIN)/modelport serve
 
-test: $(READY)
+test: $(READY) chromium
 	$(BIN)/python -m pytest -q
+
+# The dashboard's browser tests drive Debian's Chromium (Playwright uses it as is; it downloads no browser).
+chromium:
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+		echo "chromium is not installed (apt-get install chromium): the dashboard browser tests will be skipped"; }
 
 # The database-backed tests again, on the local PostgreSQL server.
 test-postgres: $(READY)

@@ -14,6 +14,8 @@ from craft_ai_sdk.io import Input, Output
 
 from tests.support import Server
 
+pytestmark = pytest.mark.database
+
 FUNCTION = '''
 import os
 

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from modelport import __version__
 from modelport.api import errors, fastpath, native, v2
+from modelport.api import dashboard
 from modelport.api.craftai import routes as craftai
 from modelport.api.dataiku import admin as dataiku_admin
 from modelport.api.dataiku import prediction as dataiku_prediction  # noqa: F401 - registers the prediction routes
@@ -85,6 +86,7 @@ def create_app(settings: Settings, *, on_admin_token=None) -> FastPath:  # type:
     app.include_router(craftai.router)
     app.include_router(craftai.public)
     app.include_router(native.router)
+    app.include_router(dashboard.router)
     app.add_middleware(BodySizeLimit, max_upload_bytes=settings.max_upload_bytes,
                        max_json_bytes=settings.max_json_bytes)
 
