@@ -30,6 +30,15 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def signing_key(key_file: Path) -> str:
+    """A random secret kept in the home folder (made on first use, readable by the owner only)."""
+    if not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(secrets.token_hex(32))
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
 def new_token() -> str:
     return "mp_" + secrets.token_urlsafe(32)
 
@@ -152,11 +161,7 @@ class AccessTokens:
     """Signs and checks access tokens with a key kept in the home folder (created on first use, mode 0600)."""
 
     def __init__(self, key_file: Path) -> None:
-        if not key_file.exists():
-            key_file.parent.mkdir(parents=True, exist_ok=True)
-            key_file.write_text(secrets.token_hex(32))
-            key_file.chmod(0o600)
-        self.key = key_file.read_text().strip()
+        self.key = signing_key(key_file)
 
     def issue(self, principal: Principal) -> str:
         now = int(time.time())

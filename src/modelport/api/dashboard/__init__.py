@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from modelport.api.responses import JSON
 from modelport.domain.entities import Principal
 from modelport.domain.errors import Forbidden, ModelportError, NotFound, Unauthenticated
+from modelport.services.auth import signing_key
 from modelport.services.dashboard import DashboardQueries
 
 HERE = Path(__file__).parent
@@ -32,10 +32,7 @@ class Sessions:
     so a form posted from another site (which cannot read it) is refused."""
 
     def __init__(self, key_file: Path) -> None:
-        if not key_file.exists():
-            key_file.write_text(secrets.token_hex(32))
-            key_file.chmod(0o600)
-        self.key = key_file.read_text().strip().encode()
+        self.key = signing_key(key_file).encode()
 
     def _mac(self, text: str) -> str:
         return hmac.new(self.key, text.encode(), hashlib.sha256).hexdigest()
