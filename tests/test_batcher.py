@@ -103,3 +103,16 @@ def test_expiry_fails_stuck_batches_and_old_waiters() -> None:
             await queued
 
     run(scenario())
+
+
+def test_requests_submitted_in_the_same_loop_turn_share_a_batch_even_with_an_idle_replica() -> None:
+    async def scenario():
+        batcher = Batcher(max_batch_rows=100)
+        replica = FakeReplica()
+        batcher.add_replica(replica)
+        together = [batcher.submit({"x": np.array([float(n)])}, 1) for n in range(5)]
+        results = await asyncio.gather(*together)
+        assert [r.outputs["y"].tolist() for r in results] == [[0.0], [2.0], [4.0], [6.0], [8.0]]
+        assert replica.batches == [(5, None)]  # not the first one alone, then the other four
+
+    run(scenario())

@@ -22,7 +22,7 @@ from modelport.domain.errors import Forbidden, ModelportError, PayloadTooLarge
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Request:
     """What a hot-path handler sees: path, raw query string, lower-cased headers, the whole body."""
 
@@ -37,7 +37,7 @@ class Request:
         return value.decode("latin-1") if value is not None else default
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Reply:
     body: bytes
     content_type: bytes = b"application/json"
@@ -80,6 +80,7 @@ class FastPath:
         self.app = app
         self.fastapi_app = fastapi_app
         self.max_body = max_body_bytes
+        self._platform: Any = None  # set by the lifespan; read once here (Starlette's State lookups are slow)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and (scope["path"].startswith("//") or scope["path"].endswith("/")):
@@ -96,7 +97,7 @@ class FastPath:
         path = scope["path"]
         try:
             headers = dict(scope["headers"])
-            platform = self.fastapi_app.state.platform
+            platform = self._platform or self._find_platform()
             if route.authenticate:
                 await _authenticate(platform, headers)
             body = await self._read_body(headers, receive)
@@ -113,6 +114,10 @@ class FastPath:
         await send({"type": "http.response.start", "status": reply.status, "headers": [
             (b"content-type", reply.content_type), (b"content-length", str(len(reply.body)).encode()), *reply.headers]})
         await send({"type": "http.response.body", "body": reply.body})
+
+    def _find_platform(self) -> Any:
+        self._platform = self.fastapi_app.state.platform
+        return self._platform
 
     async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         length = headers.get(b"content-length")
@@ -140,8 +145,7 @@ def _rewritten(scope: Scope) -> Scope:
 
 async def _authenticate(platform: Any, headers: dict[bytes, bytes]) -> None:
     raw = headers.get(b"authorization", b"")
-    scheme, _, value = raw.decode("latin-1").partition(" ")
-    token = value.strip() if scheme.lower() == "bearer" else None
+    token = raw[7:].strip().decode("latin-1") if raw[:7].lower() == b"bearer " else None
     principal = platform.auth.cached(token) or await run_in_threadpool(platform.auth.authenticate, token)
     if principal.is_service_key:
         raise Forbidden("a service key may only call the prediction API of its services")

@@ -1,8 +1,10 @@
 """Adaptive batching: requests queue per variant; whenever a replica is free, everything compatible that is waiting
 (up to max_batch_size rows) goes to it as one batch, so one model call and one inter-process hop serve them all.
 
-There is no fixed wait: with an idle replica a lone request is sent at once (Triton's max_queue_delay 0). Under load,
-batches form by themselves while replicas are busy. `max_delay_s` > 0 lets a small batch wait that long to fill.
+There is no fixed wait: with an idle replica a lone request is sent at the end of the current event-loop turn
+(Triton's max_queue_delay 0, DataLoader's per-tick batching), so requests the server read together go together
+instead of the first one going alone. Under load, batches also form by themselves while replicas are busy.
+`max_delay_s` > 0 lets a small batch wait that long to fill.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from modelport.serving.replica import BatchRejected, Replica, ReplicaFailed
 from modelport.serving.runtimes import Columns
 
 
-@dataclass
+@dataclass(slots=True)
 class BatchResult:
     outputs: Columns
     elapsed: list[int]
@@ -30,7 +32,7 @@ class BatchResult:
     meta: dict[str, Any] = field(default_factory=dict)  # the replica's reply header (e.g. a content type)
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     columns: Columns
     rows: int
@@ -78,6 +80,7 @@ class Batcher:
         self.running: dict[Replica, tuple[float, list[Pending]]] = {}  # batch start time, its requests
         self.in_flight_batches = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._flush_scheduled = False
         self._drained = asyncio.Event()
         self._drained.set()
         self.observers: list[Callable[[int, float], None]] = []  # (batch rows, seconds) for metrics
@@ -99,12 +102,21 @@ class Batcher:
     # -- requests --------------------------------------------------------------------------------------------------
     def submit(self, columns: Columns, rows: int, outputs: frozenset[str] | None = None,
                extra: dict[str, Any] | None = None) -> asyncio.Future[BatchResult]:
-        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[BatchResult] = loop.create_future()
         self.queue.append(Pending(columns, rows, signature_of(columns, outputs), future, outputs=outputs, extra=extra,
                                   alone=extra is not None))
         self._drained.clear()
-        self._dispatch()
+        if self.idle and not self._flush_scheduled:
+            # After every request already read in this loop turn has been submitted: measured at 64 connections,
+            # dispatching inline sent a third of all batches with a single row.
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
         return future
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._dispatch()
 
     def pending_rows(self) -> int:
         return sum(p.rows for p in self.queue)
@@ -157,6 +169,7 @@ class Batcher:
             replica = self.idle.popleft()
             self.busy.add(replica)
             self.in_flight_batches += 1
+            self.running[replica] = (time.perf_counter(), batch)  # committed now: `expire` watches it
             asyncio.get_running_loop().create_task(self._run(replica, batch))
 
     def _on_timer(self) -> None:
@@ -187,8 +200,7 @@ class Batcher:
 
     async def _run(self, replica: Replica, batch: list[Pending]) -> None:
         rows = sum(p.rows for p in batch)
-        started = time.perf_counter()
-        self.running[replica] = (started, batch)
+        started = self.running[replica][0]
         lost = False
         try:
             outputs, elapsed, meta = await replica.infer(concat(batch), rows, batch[0].outputs, batch[0].extra)
@@ -228,4 +240,6 @@ class Batcher:
             elif replica.state == Replica.RUNNING:
                 self.idle.append(replica)
             self._update_drained()
-            self._dispatch()
+            if self.queue and not self._flush_scheduled:
+                self._flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)

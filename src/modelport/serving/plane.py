@@ -26,7 +26,7 @@ from modelport.domain.deployments import DeploymentSpec, DeploymentStatus, Varia
 from modelport.domain.errors import InvalidInput, NotFound, NotReady
 from modelport.serving.batcher import Batcher, BatchResult
 from modelport.serving.codecs import check_inputs
-from modelport.serving.metrics import PlaneMetrics
+from modelport.serving.metrics import PlaneMetrics, RequestMeter
 from modelport.serving.replica import BatchRejected, Replica, ReplicaFailed
 from modelport.serving.runtimes import Columns
 
@@ -36,17 +36,7 @@ log = logging.getLogger(__name__)
 EnvironmentResolver = Callable[[VariantSpec], Awaitable[str | None]]
 
 
-@dataclass(frozen=True)
-class Meters:
-    """A deployment's metric children, bound once: `labels()` lookups cost more than the increments."""
-
-    succeeded: Any
-    bad_request: Any
-    failed: Any
-    latency: Any
-
-
-@dataclass
+@dataclass(slots=True)
 class InferenceResult:
     outputs: Columns
     variant: Variant
@@ -72,6 +62,7 @@ class Variant:
         self.error: str | None = None
         self.python: str | None = None
         self.last_request = time.monotonic()
+        self._contract: tuple[dict[str, Any] | None, frozenset[str] | None] | None = None
         self._starting = 0
         self._stopped = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -222,19 +213,27 @@ class Variant:
     @property
     def input_signature(self) -> dict[str, Any] | None:
         """What the first step takes, as its replica reported after loading (None until one has loaded)."""
-        for r in self.replicas:
-            if r.models:
-                return r.models[0].get("signature")
-        return None
+        return self.contract()[0]
 
     @property
     def default_outputs(self) -> frozenset[str] | None:
         """The last step's outputs not marked optional (None: all of them)."""
-        models = self.models()
-        outputs = (models[-1].get("signature") or {}).get("outputs") if models else None
-        if not outputs or not any(o.get("optional") for o in outputs):
-            return None
-        return frozenset(o["name"] for o in outputs if not o.get("optional"))
+        return self.contract()[1]
+
+    def contract(self) -> tuple[dict[str, Any] | None, frozenset[str] | None]:
+        """(input signature, default outputs), read once from the first replica that loaded: every replica of a
+        variant loads the same models, and the hot path asks on every request."""
+        if self._contract is not None:
+            return self._contract
+        for r in self.replicas:
+            if r.models:
+                outputs = (r.models[-1].get("signature") or {}).get("outputs")
+                primary = None
+                if outputs and any(o.get("optional") for o in outputs):
+                    primary = frozenset(o["name"] for o in outputs if not o.get("optional"))
+                self._contract = (r.models[0].get("signature"), primary)
+                return self._contract
+        return None, None
 
     def models(self) -> list[dict[str, Any]]:
         for r in self.replicas:
@@ -249,7 +248,7 @@ class LiveDeployment:
         self.variants: list[Variant] = []
         self.error: str | None = None
         self.removed = False  # set by `remove`; an `apply` still starting replicas then stops them instead
-        self.meters: Meters | None = None
+        self.meter: RequestMeter | None = None
         self.started_at = time.time()
 
     def pick(self, target: str | None = None) -> Variant:
@@ -362,9 +361,7 @@ class ServingPlane:
 
     def _variant(self, live: LiveDeployment, spec: VariantSpec) -> Variant:
         variant = Variant(live, spec, self.run_dir, self.settings, self._serials)
-        rows = self.metrics.batch_rows.labels(live.spec.route, spec.name)
-        seconds = self.metrics.batch_seconds.labels(live.spec.route, spec.name)
-        variant.batcher.observers.append(lambda n, t: (rows.observe(n), seconds.observe(t)))
+        variant.batcher.observers.append(self.metrics.batch_meter(live.spec.route, spec.name))
         return variant
 
     def _index(self, live: LiveDeployment) -> None:
@@ -394,71 +391,65 @@ class ServingPlane:
         return live
 
     async def infer(self, live: LiveDeployment, columns: Columns, rows: int, *, target: str | None = None,
-                    outputs: frozenset[str] | None = None, default_outputs: bool = False) -> InferenceResult:
+                    outputs: frozenset[str] | None = None, default_outputs: bool = False,
+                    invocation: dict[str, Any] | None = None) -> InferenceResult:
         """Run one request through the deployment. `outputs` limits what is computed; `default_outputs` asks for the
-        model's primary outputs only when `outputs` is not given (the Open Inference Protocol's convention)."""
+        model's primary outputs only when `outputs` is not given (the Open Inference Protocol's convention).
+        `invocation` marks raw bytes for a handler model (see `invoke_raw`): no column checks, never batched.
+
+        This is the hot path: one coroutine frame between the face and the batcher's future, plain-integer meters."""
         started = time.perf_counter()
-        meters = live.meters or self._meters(live)
+        meter = live.meter or self._meter(live)
         try:
             variant = live.pick(target)
             variant.last_request = time.monotonic()
-            check_inputs(columns, variant.input_signature)
-            if outputs is None and default_outputs:
-                outputs = variant.default_outputs
-            result = await self._run(live, variant, columns, rows, outputs)
+            if invocation is None:
+                signature, primary_outputs = variant.contract()
+                check_inputs(columns, signature)
+                if outputs is None and default_outputs:
+                    outputs = primary_outputs
+            batcher = variant.batcher
+            if batcher.replicas == 0:
+                self._wake(live, variant)
+            # No timer per request: the housekeeping loop expires requests that wait too long (`_housekeeping`).
+            result: BatchResult = await batcher.submit(columns, rows, outputs, invocation)
+        except BatchRejected as exc:
+            if exc.kind != "input":
+                meter.error += 1
+                raise
+            meter.bad_request += 1
+            raise InvalidInput(exc.args[0]) from None
+        except ReplicaFailed as exc:
+            meter.error += 1
+            raise NotReady(str(exc)) from None
         except InvalidInput:
-            meters.bad_request.inc()
+            meter.bad_request += 1
             raise
         except Exception:
-            meters.failed.inc()
+            meter.error += 1
             raise
-        meters.succeeded.inc()
-        meters.latency.observe(time.perf_counter() - started)
-        return result
+        meter.success += 1
+        meter.latency.observe(time.perf_counter() - started)
+        return InferenceResult(result.outputs, variant, result.replica, result.elapsed, result.meta)
 
     async def invoke_raw(self, live: LiveDeployment, body: bytes, content_type: str, accept: str, *,
                          target: str | None = None) -> tuple[bytes, str, Variant]:
         """Raw bytes through a handler model (SageMaker's inference.py): one request per replica hop."""
-        started = time.perf_counter()
-        meters = live.meters or self._meters(live)
-        try:
-            variant = live.pick(target)
-            variant.last_request = time.monotonic()
-            extra = {"op": "invoke", "content_type": content_type, "accept": accept}
-            result = await self._run(live, variant, {"body": np.frombuffer(body, dtype=np.uint8)}, 1, None, extra)
-        except InvalidInput:
-            meters.bad_request.inc()
-            raise
-        except Exception:
-            meters.failed.inc()
-            raise
-        meters.succeeded.inc()
-        meters.latency.observe(time.perf_counter() - started)
-        return result.outputs["body"].tobytes(), result.meta.get("content_type", "application/json"), variant
+        invocation = {"op": "invoke", "content_type": content_type, "accept": accept}
+        result = await self.infer(live, {"body": np.frombuffer(body, dtype=np.uint8)}, 1, target=target,
+                                  invocation=invocation)
+        return result.outputs["body"].tobytes(), result.meta.get("content_type", "application/json"), result.variant
 
-    def _meters(self, live: LiveDeployment) -> Meters:
-        route = live.spec.route
-        requests, latency = self.metrics.requests, self.metrics.latency
-        live.meters = Meters(requests.labels(route, "success"), requests.labels(route, "bad_request"),
-                             requests.labels(route, "error"), latency.labels(route))
-        return live.meters
+    def _meter(self, live: LiveDeployment) -> RequestMeter:
+        live.meter = self.metrics.request_meter(live.spec.route)
+        return live.meter
 
-    async def _run(self, live: LiveDeployment, variant: Variant, columns: Columns, rows: int,
-                   outputs: frozenset[str] | None, extra: dict[str, Any] | None = None) -> InferenceResult:
-        if variant.batcher.replicas == 0:
-            if variant.status == DeploymentStatus.ERROR and variant.spec.scaling.minimum > 0:
-                raise NotReady(f"deployment {live.spec.name!r} is failing: {variant.error}")
-            variant.ensure_capacity()
-        # No timer per request: the housekeeping loop expires requests that wait too long (see `_housekeeping`).
-        try:
-            result: BatchResult = await variant.batcher.submit(columns, rows, outputs, extra)
-        except BatchRejected as exc:
-            if exc.kind == "input":
-                raise InvalidInput(exc.args[0]) from None
-            raise
-        except ReplicaFailed as exc:
-            raise NotReady(str(exc)) from None
-        return InferenceResult(result.outputs, variant, result.replica, result.elapsed, result.meta)
+    @staticmethod
+    def _wake(live: LiveDeployment, variant: Variant) -> None:
+        """No replica runs: refuse at once if the variant keeps failing, else start one (scale from zero)."""
+        if variant.status == DeploymentStatus.ERROR and variant.spec.scaling.minimum > 0:
+            raise NotReady(f"deployment {live.spec.name!r} is failing: {variant.error}")
+        variant.ensure_capacity()
 
     async def _housekeeping(self) -> None:
         """Housekeeping, about once a second: expire requests that waited too long, replace replicas stuck on a
