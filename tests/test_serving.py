@@ -174,6 +174,12 @@ def test_bad_inference_input_is_a_4xx_and_the_deployment_keeps_serving(server: S
     v2 = httpx.post(f"{server.url}/v2/models/guarded/infer", headers=server.headers,
                     json={"inputs": [{"name": "dense_input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2]}]})
     assert v2.status_code == 400 and "error" in v2.json()
+    tensor = {"name": "dense_input", "shape": [1, 29], "datatype": "FP32", "data": SEED_DENSE_INPUT}
+    for hostile in ({"inputs": [tensor], "parameters": [1]}, {"inputs": [{**tensor, "parameters": "x"}]},
+                    {"inputs": [tensor], "outputs": "dense_1"}, {"inputs": [tensor], "outputs": [{"name": 3}]},
+                    {"inputs": [tensor], "id": {"a": 1}}, {"inputs": [{**tensor, "shape": [1, True]}]}, [tensor]):
+        reply = httpx.post(f"{server.url}/v2/models/guarded/infer", headers=server.headers, json=hostile)
+        assert reply.status_code == 400 and "error" in reply.json(), (hostile, reply.text)
     assert httpx.post(f"{server.url}/v2/models/nope/infer", headers=server.headers, json={}).status_code == 404
     assert httpx.post(url, json=[{"dense_input": SEED_DENSE_INPUT}], headers={"Content-Type": "application/json"}
                       ).status_code == 401
