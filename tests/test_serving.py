@@ -277,6 +277,7 @@ def test_scale_to_zero_and_back(server: Server, workspace: int, ccfraud: dict) -
     assert len(server.post("/v1/api/status/get_deployment", {"name": name}).json()["engines"]) == 1
 
 
+@pytest.mark.database  # written straight to the driver: SQLite text timestamps, PostgreSQL JSON casts
 def test_inference_logs_are_kept(server: Server, workspace: int, ccfraud: dict) -> None:
     pipeline = create_pipeline(server, workspace, "logged", [ccfraud])
     name = f"logged-{deploy(server, 'logged', pipeline)}"
@@ -288,6 +289,8 @@ def test_inference_logs_are_kept(server: Server, workspace: int, ccfraud: dict) 
     entry = logs["logs"][0]
     assert entry["in"]["dense_input"][0] == pytest.approx(SEED_DENSE_INPUT)
     assert entry["pipeline_version"] == pipeline["pipeline_variant_version"] and entry["elapsed_ns"] > 0
+    assert abs(entry["time"] / 1000 - time.time()) < 120  # stored as UTC and read back as UTC
+    assert entry["out"] and entry["rows"] == 1
 
 
 @pytest.mark.database

@@ -83,24 +83,38 @@ class FastPath:
         self._platform: Any = None  # set by the lifespan; read once here (Starlette's State lookups are slow)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (scope["path"].startswith("//") or scope["path"].endswith("/")):
-            scope = _rewritten(scope)
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] == "http":
             path = scope["path"]
-            for route in routes:
-                if path.startswith(route.prefix) and path.endswith(route.suffix):
-                    await self._serve(route, scope, receive, send)
-                    return
+            if path[-1:] == "/" or path[:2] == "//":
+                scope = _rewritten(scope)
+                path = scope["path"]
+            if scope["method"] == "POST":
+                for route in routes:
+                    if path.startswith(route.prefix) and path.endswith(route.suffix):
+                        await self._serve(route, path, scope, receive, send)
+                        return
         await self.app(scope, receive, send)
 
-    async def _serve(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope["path"]
+    async def _serve(self, route: Route, path: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """Authenticate, read the body, call the handler, send its reply; errors in the face's own format.
+        Written flat on purpose: every coroutine and call here is paid on every inference."""
         try:
             headers = dict(scope["headers"])
             platform = self._platform or self._find_platform()
             if route.authenticate:
-                await _authenticate(platform, headers)
-            body = await self._read_body(headers, receive)
+                token = _bearer_token(headers)
+                principal = platform.auth.cached(token) or await run_in_threadpool(platform.auth.authenticate, token)
+                if principal.is_service_key:
+                    raise Forbidden("a service key may only call the prediction API of its services")
+            length = headers.get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_body:
+                raise PayloadTooLarge(f"request body is larger than {self.max_body} bytes")
+            message = await receive()
+            body = message.get("body", b"")
+            if message.get("more_body", False):
+                body = await self._read_rest(body, receive)
+            elif len(body) > self.max_body:  # chunked, without a Content-Length
+                raise PayloadTooLarge(f"request body is larger than {self.max_body} bytes")
             reply = await route.handler(Request(path, scope["query_string"], headers, body, platform))
         except ModelportError as exc:
             await errors.render(path, exc)(scope, receive, send)
@@ -119,12 +133,10 @@ class FastPath:
         self._platform = self.fastapi_app.state.platform
         return self._platform
 
-    async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            raise PayloadTooLarge(f"request body is larger than {self.max_body} bytes")
-        chunks = []
-        size = 0
+    async def _read_rest(self, first: bytes, receive: Receive) -> bytes:
+        """A body that came in several messages (large uploads), capped at the body limit."""
+        chunks = [first]
+        size = len(first)
         while True:
             message = await receive()
             chunk = message.get("body", b"")
@@ -133,7 +145,7 @@ class FastPath:
                 raise PayloadTooLarge(f"request body is larger than {self.max_body} bytes")
             chunks.append(chunk)
             if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                return b"".join(chunks)
 
 
 def _rewritten(scope: Scope) -> Scope:
@@ -143,9 +155,6 @@ def _rewritten(scope: Scope) -> Scope:
     return scope if path == scope["path"] else {**scope, "path": path, "raw_path": path.encode()}
 
 
-async def _authenticate(platform: Any, headers: dict[bytes, bytes]) -> None:
+def _bearer_token(headers: dict[bytes, bytes]) -> str | None:
     raw = headers.get(b"authorization", b"")
-    token = raw[7:].strip().decode("latin-1") if raw[:7].lower() == b"bearer " else None
-    principal = platform.auth.cached(token) or await run_in_threadpool(platform.auth.authenticate, token)
-    if principal.is_service_key:
-        raise Forbidden("a service key may only call the prediction API of its services")
+    return raw[7:].strip().decode("latin-1") if raw[:7].lower() == b"bearer " else None

@@ -15,14 +15,22 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def _json(value: object) -> str:
-    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()
+def json_text(value: object) -> str:
+    """JSON columns take numpy arrays as they are (orjson encodes numeric ones natively, in C)."""
+    return orjson.dumps(value, default=_plain, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _plain(value: object) -> object:
+    """What orjson cannot encode by itself: arrays of strings or objects, non-contiguous arrays, numpy scalars."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                               json_serializer=_json, json_deserializer=orjson.loads)
+                               json_serializer=json_text, json_deserializer=orjson.loads)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
@@ -34,7 +42,7 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, json_serializer=_json,
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, json_serializer=json_text,
                          json_deserializer=orjson.loads)
 
 
