@@ -159,17 +159,13 @@ def bench_mlserver(model: Path, args: argparse.Namespace, results: list[Result])
         stop(process)
 
 
-def bench_floor(args: argparse.Namespace, results: list[Result]) -> None:
+def start_floor() -> tuple[subprocess.Popen, str]:
     port = free_port()
     process = start([sys.executable, "-m", "uvicorn", "hello_asgi:app", "--port", str(port), "--http", "httptools",
                      "--loop", "uvloop", "--no-access-log", "--log-level", "warning"], WORK / "floor.log",
                     cwd=Path(__file__).parent)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/")
-        measure("ASGI floor", "V2 JSON", f"http://127.0.0.1:{port}/v2/models/iris/infer",
-                json.dumps(V2_BODY).encode(), args, results)
-    finally:
-        stop(process)
+    wait_http(f"http://127.0.0.1:{port}/")
+    return process, f"http://127.0.0.1:{port}"
 
 
 def start_modelport(home: Path) -> tuple[subprocess.Popen, str]:
@@ -182,34 +178,68 @@ def start_modelport(home: Path) -> tuple[subprocess.Popen, str]:
     return process, url
 
 
-def bench_modelport(model: Path, args: argparse.Namespace, results: list[Result]) -> None:
+def modelport_scenarios(model: Path, url: str) -> list[tuple[str, str, bytes, tuple[int, ...], int, dict[str, str]]]:
+    """Deploy the model; return (scenario, url, body, connections, rows per request, wrk options) to measure."""
     import numpy as np
     import pyarrow as pa
 
     import modelport
 
-    process, url = start_modelport(WORK / "modelport-home")
+    client = modelport.Client(url, TOKEN)
+    client.set_workspace("bench")
+    version = client.wait_for_model(client.upload_model("iris", model, framework="sklearn"))
+    deployment = client.deploy(client.build_pipeline("iris", [version]))
+    auth = f"Bearer {TOKEN}"
+    records_url = f"{url}/v1/api/pipelines/infer/{deployment.name}/iris"
+    rows = np.random.default_rng(0).normal(size=(10_000, 4))
+    table = pa.table({"features": pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), 4)})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    arrow = "application/vnd.apache.arrow.file"
+    return [
+        ("V2 JSON", f"{url}/v2/models/iris/infer", json.dumps(V2_BODY).encode(), (1, 64), 1, {"auth": auth}),
+        ("pandas-records", records_url, json.dumps(RECORDS_BODY).encode(), (64,), 1,
+         {"auth": auth, "content_type": "application/json; format=pandas-records"}),
+        ("Arrow 10k rows", records_url, sink.getvalue().to_pybytes(), (4,), 10_000,
+         {"auth": auth, "content_type": arrow, "accept": arrow}),
+    ]
+
+
+def bench_floor_and_modelport(model: Path, args: argparse.Namespace, only: set[str], results: list[Result]) -> None:
+    """Both servers stay up (pinned to the same core; the idle one costs nothing) and are measured in interleaved
+    rounds, so a slow spell of this shared VM hits both instead of skewing their ratio."""
+    servers: list[subprocess.Popen] = []
     try:
-        client = modelport.Client(url, TOKEN)
-        client.set_workspace("bench")
-        version = client.wait_for_model(client.upload_model("iris", model, framework="sklearn"))
-        deployment = client.deploy(client.build_pipeline("iris", [version]))
-        auth = f"Bearer {TOKEN}"
-        measure("modelport", "V2 JSON", f"{url}/v2/models/iris/infer", json.dumps(V2_BODY).encode(), args, results,
-                auth=auth)
-        records_url = f"{url}/v1/api/pipelines/infer/{deployment.name}/iris"
-        measure("modelport", "pandas-records", records_url, json.dumps(RECORDS_BODY).encode(), args, results,
-                connections=(64,), auth=auth, content_type="application/json; format=pandas-records")
-        rows = np.random.default_rng(0).normal(size=(10_000, 4))
-        table = pa.table({"features": pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), 4)})
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_file(sink, table.schema) as writer:
-            writer.write_table(table)
-        arrow = "application/vnd.apache.arrow.file"
-        measure("modelport", "Arrow 10k rows", records_url, sink.getvalue().to_pybytes(), args, results,
-                connections=(4,), rows=10_000, auth=auth, content_type=arrow, accept=arrow)
+        plan: list[tuple[str, str, str, bytes, tuple[int, ...], int, dict[str, str]]] = []
+        if "floor" in only:
+            process, url = start_floor()
+            servers.append(process)
+            plan.append(("ASGI floor", "V2 JSON", f"{url}/v2/models/iris/infer", json.dumps(V2_BODY).encode(),
+                         (1, 64), 1, {}))
+        if "modelport" in only:
+            process, url = start_modelport(WORK / "modelport-home")
+            servers.append(process)
+            plan += [("modelport", *scenario) for scenario in modelport_scenarios(model, url)]
+        for number in range(1, args.rounds + 1):
+            print(f"round {number} of {args.rounds}", flush=True)
+            for server, scenario, url, body, connections, rows, options in plan:
+                measure(server, scenario, url, body, args, results, connections=connections, rows=rows, **options)
     finally:
-        stop(process)
+        for process in servers:
+            stop(process)
+
+
+def median_results(results: list[Result]) -> list[Result]:
+    """One row per (server, scenario, connections): the median of each figure over the rounds."""
+    from statistics import median
+
+    groups: dict[tuple[str, str, int], list[Result]] = {}
+    for r in results:
+        groups.setdefault((r.server, r.scenario, r.connections), []).append(r)
+    return [Result(server, scenario, c, median(r.rps for r in rs), median(r.p50_ms for r in rs),
+                   median(r.p99_ms for r in rs), sum(r.errors for r in rs), rs[0].rows_per_request)
+            for (server, scenario, c), rs in groups.items()]
 
 
 def bench_memory(model: Path, cycles: int) -> tuple[int, int, float]:
@@ -261,7 +291,8 @@ def report(results: list[Result], memory: tuple[int, int, float] | None, args: a
     lines = ["# Benchmarks", "",
              f"Measured by `make bench` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores: each server pinned to "
              f"core {SERVER_CORE} (with its replica processes), wrk pinned to core {LOAD_CORE}, {args.duration} s per "
-             f"point after a {args.warmup} s warm-up. Model: scikit-learn LogisticRegression on iris, trained at run "
+             f"point after a {args.warmup} s warm-up; the floor and modelport rows are medians of {args.rounds} interleaved "
+             "rounds (MLServer: one round). Model: scikit-learn LogisticRegression on iris, trained at run "
              "time. MLServer 1.7 (mlserver-sklearn, parallel_workers=0, the fastest setting in the reference figures). "
              "The floor is a raw ASGI app on uvicorn + httptools answering a fixed body. modelport requests carry a "
              "bearer token (MLServer's and the floor's do not).", "",
@@ -303,6 +334,7 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--memory-cycles", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the floor and modelport")
     parser.add_argument("--only", choices=["mlserver", "floor", "modelport", "memory"], action="append")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args()
@@ -312,12 +344,11 @@ def main() -> int:
     model = build_model()
     results: list[Result] = []
     only = set(args.only or ["mlserver", "floor", "modelport", "memory"])
-    if "floor" in only:
-        bench_floor(args, results)
     if "mlserver" in only:
         bench_mlserver(model, args, results)
-    if "modelport" in only:
-        bench_modelport(model, args, results)
+    if only & {"floor", "modelport"}:
+        bench_floor_and_modelport(model, args, only, results)
+    results = median_results(results)
     memory = bench_memory(model, args.memory_cycles) if "memory" in only else None
     text = report(results, memory, args)
     print(text)
