@@ -95,6 +95,9 @@ class SklearnRuntime:
         self.feature_names = [str(n) for n in names] if names is not None else None
         self.n_features = getattr(self.model, "n_features_in_", None)
         self.has_proba = callable(getattr(self.model, "predict_proba", None))
+        from modelport.serving.linear import shortcuts
+
+        self._predict, self._proba = shortcuts(self.model)
 
     def signature(self) -> dict[str, Any]:
         width = int(self.n_features) if self.n_features is not None else -1
@@ -110,11 +113,15 @@ class SklearnRuntime:
 
     def predict(self, columns: Columns, outputs: frozenset[str] | None = None) -> Columns:
         matrix = _checked(_feature_matrix(columns, self.feature_names))
+        # numpy widens float32 and integer rows to the float64 coefficients exactly as scikit-learn does
+        direct = matrix.dtype.kind in "fiu" and matrix.ndim == 2 and matrix.shape[1] == self.n_features
         out: Columns = {}
         if outputs is None or "predictions" in outputs:
-            out["predictions"] = np.asarray(self.model.predict(matrix))
+            predict = self._predict if direct and self._predict is not None else self.model.predict
+            out["predictions"] = np.asarray(predict(matrix))
         if self.has_proba and (outputs is None or "probabilities" in outputs):
-            out["probabilities"] = np.asarray(self.model.predict_proba(matrix))
+            proba = self._proba if direct and self._proba is not None else self.model.predict_proba
+            out["probabilities"] = np.asarray(proba(matrix))
         return out
 
 
