@@ -69,6 +69,10 @@ def test_preset_admin_token_flags_override_env_and_size_limit(tmp_path, fresh_da
         reply = httpx.post(f"{srv.url}/v1/api/models/upload_and_convert", files=files, headers=srv.headers)
         assert reply.status_code == 413 and "msg" in reply.json()
         assert srv.post("/v1/api/models/list", {}).json()["models"] == []
+        # the inference routes, answered outside FastAPI, keep the same limit, with or without a Content-Length
+        for content in (b"x" * 5000, iter([b"x" * 1500] * 3)):
+            reply = httpx.post(f"{srv.url}/v2/models/any/infer", content=content, headers=srv.headers)
+            assert reply.status_code == 413 and "error" in reply.json(), reply.text
     finally:
         srv.stop()
 

@@ -11,6 +11,7 @@ import time
 import httpx
 import joblib
 import numpy as np
+import orjson
 import onnxruntime as ort
 import pyarrow as pa
 import pytest
@@ -454,3 +455,77 @@ def test_undeploy_while_starting_leaves_no_process(server: Server, workspace: in
     time.sleep(2)  # the start that was under way has finished by now; still nothing may run
     assert subprocess.run(["pgrep", "-f", f"engine-hasty-{deployment_id}-"], capture_output=True).returncode != 0
     assert server.post("/v1/api/status/get_deployment", {"name": f"hasty-{deployment_id}"}).status_code == 404
+
+
+def _http_exchange(server: Server, raw: bytes, responses: int, *, pause_after: int | None = None) -> list[bytes]:
+    """Send raw HTTP/1.1 bytes on one connection and read `responses` complete responses (Content-Length framed)."""
+    import socket
+
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        if pause_after is None:
+            sock.sendall(raw)
+        else:  # the headers first, the body only once the server said "100 Continue"
+            sock.sendall(raw[:pause_after])
+            assert sock.recv(4096).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+            sock.sendall(raw[pause_after:])
+        buffer, replies = b"", []
+        while len(replies) < responses:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buffer += chunk
+            while b"\r\n\r\n" in buffer:
+                head, _, rest = buffer.partition(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length:")))
+                if len(rest) < length:
+                    break
+                replies.append(head + b"\r\n\r\n" + rest[:length])
+                buffer = rest[length:]
+        return replies
+
+
+def test_inference_over_raw_http_pipelining_chunks_and_100_continue(server: Server, workspace: int,
+                                                                    ccfraud: dict) -> None:
+    """The inference routes are answered straight from uvicorn's request cycle: HTTP/1.1 must work as it does
+    everywhere else (pipelined requests in order, chunked bodies, Expect: 100-continue, Connection: close)."""
+    pipeline = create_pipeline(server, workspace, "wire", [ccfraud])
+    wait_status(server, f"wire-{deploy(server, 'wire', pipeline)}")
+    rows = np.random.default_rng(5).normal(size=(2, 29))
+    expected = onnx_direct(ccfraud["path"], rows)
+
+    def request(row: np.ndarray, extra: bytes = b"", *, chunked: bool = False) -> bytes:
+        body = orjson.dumps({"inputs": [{"name": "dense_input", "shape": [1, 29], "datatype": "FP64",
+                                         "data": row.tolist()}]})
+        head = (b"POST /v2/models/wire/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Authorization: Bearer " + server.token.encode() + b"\r\n" + extra)
+        if chunked:
+            half = len(body) // 2
+            return head + b"Transfer-Encoding: chunked\r\n\r\n" + b"".join(
+                b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:half], body[half:])) + b"0\r\n\r\n"
+        return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+    def prediction(reply: bytes) -> float:
+        assert reply.startswith(b"HTTP/1.1 200 "), reply
+        return orjson.loads(reply.partition(b"\r\n\r\n")[2])["outputs"][0]["data"][0]
+
+    first, second = _http_exchange(server, request(rows[0]) + request(rows[1]), 2)  # pipelined: in order
+    assert np.allclose([prediction(first), prediction(second)], expected.ravel(), rtol=1e-5)
+    (chunked,) = _http_exchange(server, request(rows[1], chunked=True), 1)
+    assert np.isclose(prediction(chunked), expected[1, 0], rtol=1e-5)
+    raw = request(rows[0], b"Expect: 100-continue\r\n")
+    (continued,) = _http_exchange(server, raw, 1, pause_after=raw.index(b"\r\n\r\n") + 4)
+    assert np.isclose(prediction(continued), expected[0, 0], rtol=1e-5)
+    (closing,) = _http_exchange(server, request(rows[0], b"Connection: close\r\n"), 1)
+    assert b"\r\nconnection: close\r\n" in closing.lower() and np.isclose(prediction(closing), expected[0, 0], rtol=1e-5)
+    (refused,) = _http_exchange(server, request(rows[0]).replace(server.token.encode(), b"wrong"), 1)
+    assert refused.startswith(b"HTTP/1.1 401 ") and b'"error"' in refused
+    # a client that leaves halfway through its body costs nothing and the route keeps serving
+    import socket
+
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(request(rows[0])[:-20])
+    (after,) = _http_exchange(server, request(rows[1]), 1)
+    assert np.isclose(prediction(after), expected[1, 0], rtol=1e-5)

@@ -46,6 +46,7 @@ def serve(
     import uvicorn
 
     from modelport.api.app import create_app
+    from modelport.api.protocol import protocol_class
 
     settings = load_settings(host=host, port=port, home=home, database_url=database_url)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -59,7 +60,8 @@ def serve(
                 _print_banner(settings, created[0] if created else None)
 
     config = uvicorn.Config(application, host=settings.host, port=settings.port, log_level=log_level,
-                            access_log=False, timeout_graceful_shutdown=10, proxy_headers=False,
+                            http=protocol_class(application) or "auto", access_log=False,
+                            timeout_graceful_shutdown=10, proxy_headers=False,
                             server_header=False, date_header=False)
     Server(config).run()
 
