@@ -49,11 +49,13 @@ def protocol_class(fast: FastPath) -> type | None:
     _STATUS_LINE = STATUS_LINE
 
     class FastPathProtocol(HttpToolsProtocol):  # type: ignore[misc, valid-type]
+        cycles_known: bool | None = None  # whether uvicorn's cycles have every attribute we use; checked once
+
         def _start_asgi_task(self, cycle: Any, app: Any) -> None:
             # `app` is not `self.app` when uvicorn answers 503 for its concurrency limit: leave that to uvicorn.
             if app is self.app:
                 route, scope = fast.match(cycle.scope)
-                if route is not None and all(hasattr(cycle, name) for name in _CYCLE_ATTRIBUTES):
+                if route is not None and (self.cycles_known or _known(type(self), cycle)):
                     task = self.loop.create_task(fast.serve_cycle(route, scope, cycle))
                     task.add_done_callback(self.tasks.discard)
                     self.tasks.add(task)
@@ -64,6 +66,14 @@ def protocol_class(fast: FastPath) -> type | None:
 
 
 _STATUS_LINE: dict[int, bytes] = {}
+
+
+def _known(protocol: Any, cycle: Any) -> bool:
+    if protocol.cycles_known is None:
+        protocol.cycles_known = all(hasattr(cycle, name) for name in _CYCLE_ATTRIBUTES)
+        if not protocol.cycles_known:
+            log.warning("uvicorn's request cycle lacks attributes modelport uses; serving everything through ASGI")
+    return protocol.cycles_known
 
 
 async def read_body(cycle: Any, limit: int) -> bytes:

@@ -10,43 +10,25 @@ import asyncio
 import logging
 import time
 from collections import deque
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, delete, func, select
+from sqlalchemy import delete, func, select
 from starlette.concurrency import run_in_threadpool
 
 from modelport.domain.errors import InvalidInput
 from modelport.serving.codecs import Answer
 from modelport.serving.plane import InferenceResult, LiveDeployment
+from modelport.store.bulk import insert_inference_logs
 from modelport.store.database import Database, json_text
 from modelport.store.tables import InferenceLog
 
 log = logging.getLogger(__name__)
 
 
-def _rows(columns: dict[str, np.ndarray], limit: int) -> dict[str, Any]:
+def _rows(columns: dict[str, np.ndarray], rows: int, limit: int) -> dict[str, Any]:
     """The first `limit` rows of each column, as array views: the JSON column encodes them without Python lists."""
-    return {name: array[:limit] for name, array in columns.items()}
-
-
-_COLUMNS = "pipeline_version, deployment_id, time, rows, elapsed_ns, inputs, outputs"
-
-
-def _insert_logs(connection: Connection, rows: list[tuple[str, int, int, int, int, str, str]]) -> None:
-    """Rows of (version, deployment id, time in ms, rows, elapsed ns, inputs JSON, outputs JSON), in the storage
-    formats SQLAlchemy itself uses, so the ORM reads them back as usual (`query`)."""
-    if connection.dialect.name == "sqlite":  # naive UTC text, as SQLAlchemy's SQLite DATETIME stores it
-        sql = f"INSERT INTO inference_logs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-        params: list[tuple[Any, ...]] = [
-            (v, d, datetime.fromtimestamp(t / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f"), n, e, i, o)
-            for v, d, t, n, e, i, o in rows]
-    else:
-        marks = ", ".join(["%s"] * 5 + ["CAST(%s AS JSON)"] * 2)
-        sql = f"INSERT INTO inference_logs ({_COLUMNS}) VALUES ({marks})"
-        params = [(v, d, datetime.fromtimestamp(t / 1000, tz=timezone.utc), n, e, i, o) for v, d, t, n, e, i, o in rows]
-    connection.exec_driver_sql(sql, params)
+    return columns if rows <= limit else {name: array[:limit] for name, array in columns.items()}
 
 
 class InferenceLogService:
@@ -94,9 +76,11 @@ class InferenceLogService:
         and held the GIL the event loop needs."""
         with self.db.session() as s:
             connection = s.connection()
-            _insert_logs(connection, [
+            limit = self.max_rows
+            insert_inference_logs(connection, [
                 (version, deployment_id, answer.time_ms, answer.rows, elapsed,
-                 json_text(_rows(answer.inputs, self.max_rows)), json_text(_rows(answer.outputs, self.max_rows)))
+                 json_text(_rows(answer.inputs, answer.rows, limit)),
+                 json_text(_rows(answer.outputs, answer.rows, limit)))
                 for deployment_id, version, answer, elapsed in batch])
             self._versions_written.update(version for _, version, _, _ in batch)
             now = time.monotonic()
