@@ -66,3 +66,4 @@ def test_runtime_answers_like_the_model_on_any_input_dtype(tmp_path):
         np.testing.assert_allclose(out["probabilities"], model.predict_proba(batch), rtol=1e-6)
     with pytest.raises(ValueError, match="NaN"):
         runtime.predict({"inputs": np.full((2, 4), np.nan)})
+

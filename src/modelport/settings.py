@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     autoscale_interval_s: float = Field(default=1.0, description="How often autoscaling looks at queues.")
     inference_log_retention: int = Field(default=10_000, description="Inference log records kept per pipeline "
                                          "version.")
+    inference_log_max_per_second: int = Field(default=1000, ge=0, description="Inference log records written per "
+                                              "deployment per second; faster traffic is sampled evenly (every k-th "
+                                              "request) and the rest counted in modelport_inference_log_skipped. "
+                                              "0 logs every request.")
     run_history: int = Field(default=100, description="Task runs (and their logs) kept per task.")
     kill_grace_s: float = Field(default=5.0, description="Time between SIGTERM and SIGKILL when a run is stopped.")
     allow_second_schedules: bool = Field(default=False, description="Also accept 6-field cron with seconds "

@@ -50,7 +50,8 @@ class Platform:
         ), resolve_environment=self._environment_for)
         self.deployments = DeploymentService(self.db, self.registry, self.plane,
                                              default_idle_s=settings.scale_down_idle_s)
-        self.inference_log = InferenceLogService(self.db, retention=settings.inference_log_retention)
+        self.inference_log = InferenceLogService(self.db, retention=settings.inference_log_retention,
+                                                  max_per_second=settings.inference_log_max_per_second)
         self.jobs = JobService(
             self.db, self.artifacts, self.environments, settings.resolved_home, max_upload_bytes=settings.max_upload_bytes,
             limits=ArchiveLimits(settings.max_archive_entries, settings.max_archive_bytes, settings.max_compression_ratio),

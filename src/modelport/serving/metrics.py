@@ -47,12 +47,12 @@ class Buckets:
 
 
 class RequestMeter:
-    """One deployment's request outcomes and latencies."""
+    """One deployment's request outcomes and latencies, and how many answers its inference log left out."""
 
-    __slots__ = ("success", "bad_request", "error", "latency")
+    __slots__ = ("success", "bad_request", "error", "latency", "unlogged")
 
     def __init__(self) -> None:
-        self.success = self.bad_request = self.error = 0
+        self.success = self.bad_request = self.error = self.unlogged = 0
         self.latency = Buckets(LATENCY_BUCKETS)
 
 
@@ -104,7 +104,11 @@ class _MeterCollector(Collector):
                                        labels=["deployment", "outcome"])
         latency = HistogramMetricFamily("modelport_inference_duration_seconds",
                                         "Time from decoded request to answer.", labels=["deployment"])
+        unlogged = CounterMetricFamily("modelport_inference_log_skipped", "Answered requests the inference log "
+                                       "sampled out (over MODELPORT_INFERENCE_LOG_MAX_PER_SECOND).",
+                                       labels=["deployment"])
         for deployment, meter in list(self.metrics.requests.items()):
+            unlogged.add_metric([deployment], meter.unlogged)
             for outcome, value in (("success", meter.success), ("bad_request", meter.bad_request),
                                    ("error", meter.error)):
                 requests.add_metric([deployment, outcome], value)
@@ -116,7 +120,7 @@ class _MeterCollector(Collector):
         for labels, batch in list(self.metrics.batches.items()):
             rows.add_metric(list(labels), batch.rows.cumulative(), batch.rows.sum)
             seconds.add_metric(list(labels), batch.seconds.cumulative(), batch.seconds.sum)
-        yield from (requests, latency, rows, seconds)
+        yield from (requests, latency, unlogged, rows, seconds)
 
     def describe(self) -> list[Metric]:
         return []
