@@ -15,8 +15,10 @@ $(READY): pyproject.toml
 serve: $(READY)
 	$(BIN)/modelport serve
 
+# Two workers, one test file each at a time (module-scoped servers stay in one worker): most of a test's time is
+# waiting for servers and replica processes, and the suite has to stay under 10 minutes on a slow 2-core VM.
 test: $(READY) chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # The dashboard's browser tests drive Debian's Chromium (Playwright uses it as is; it downloads no browser).
 chromium:
@@ -27,7 +29,7 @@ chromium:
 # The database-backed tests again, on the local PostgreSQL server.
 test-postgres: $(READY)
 	MODELPORT_TEST_DATABASE_URL=$${MODELPORT_TEST_DATABASE_URL:-postgresql+psycopg://postgres@127.0.0.1:5432/test} \
-		$(BIN)/python -m pytest -q -m database
+		$(BIN)/python -m pytest -q -n 2 --dist loadfile -m database
 
 clean:
 	rm -rf $(VENV) .modelport .pytest_cache

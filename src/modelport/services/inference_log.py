@@ -52,6 +52,7 @@ class InferenceLogService:
         self.db = db
         self.max_per_second = max_per_second
         self._rates: dict[int, _Rate] = {}
+        self._flushing = asyncio.Lock()
         self.trim_interval_s = trim_interval_s
         self._last_trim = 0.0
         self._versions_written: set[str] = set()
@@ -94,11 +95,14 @@ class InferenceLogService:
                 log.exception("writing inference logs failed")
 
     async def flush(self) -> None:
-        batch = []
-        while self._pending:
-            batch.append(self._pending.popleft())
-        if batch:
-            await run_in_threadpool(self._write, batch)
+        """Write what is pending. Flushes run one at a time, so a reader that flushes first (get_logs) also waits
+        for rows the background flush already took but has not committed yet."""
+        async with self._flushing:
+            batch = []
+            while self._pending:
+                batch.append(self._pending.popleft())
+            if batch:
+                await run_in_threadpool(self._write, batch)
 
     def _write(self, batch: list[tuple[int, str, Answer, int]]) -> None:
         """One bulk INSERT straight to the driver: under load this runs for thousands of rows a second in the API
