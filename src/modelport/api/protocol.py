@@ -45,8 +45,7 @@ def protocol_class(fast: FastPath) -> type | None:
     if not callable(getattr(HttpToolsProtocol, "_start_asgi_task", None)) or "expect_100_continue" not in probe:
         log.warning("this uvicorn's HTTP protocol is not the one modelport knows; serving everything through ASGI")
         return None
-    global _STATUS_LINE
-    _STATUS_LINE = STATUS_LINE
+    _STATUS_LINE.update(STATUS_LINE)
 
     class FastPathProtocol(HttpToolsProtocol):  # type: ignore[misc, valid-type]
         cycles_known: bool | None = None  # whether uvicorn's cycles have every attribute we use; checked once
@@ -65,7 +64,7 @@ def protocol_class(fast: FastPath) -> type | None:
     return FastPathProtocol
 
 
-_STATUS_LINE: dict[int, bytes] = {}
+_STATUS_LINE: dict[int, bytes] = {}  # uvicorn's own status lines, filled by `protocol_class`
 
 
 def _known(protocol: Any, cycle: Any) -> bool:
@@ -104,7 +103,8 @@ async def write_reply(cycle: Any, status: int, content_type: bytes, body: bytes,
         return
     cycle.response_started = True
     cycle.waiting_for_100_continue = False
-    parts = [_STATUS_LINE.get(status) or b"HTTP/1.1 %d \r\n" % status, b"content-type: ", content_type, b"\r\ncontent-length: ", b"%d" % len(body), b"\r\n"]
+    parts = [_STATUS_LINE.get(status) or b"HTTP/1.1 %d \r\n" % status,
+             b"content-type: ", content_type, b"\r\ncontent-length: ", b"%d" % len(body), b"\r\n"]
     for name, value in (*cycle.default_headers, *headers):
         parts += (name, b": ", value, b"\r\n")
     if not cycle.keep_alive:
