@@ -261,7 +261,7 @@ def test_a_killed_replica_is_restarted(server: Server, workspace: int, ccfraud: 
 
 def test_scale_to_zero_and_back(server: Server, workspace: int, ccfraud: dict) -> None:
     pipeline = create_pipeline(server, workspace, "sleepy", [ccfraud])
-    config = {"engine": {"replicas": 1, "autoscale": {"replica_min": 0, "replica_max": 1, "scale_down_idle_s": 1}}}
+    config = {"engine": {"replicas": 1, "autoscale": {"replica_min": 0, "replica_max": 1, "scale_down_idle_s": 2}}}
     name = f"sleepy-{deploy(server, 'sleepy', pipeline, config)}"
     status = wait_status(server, name)
     pid = int(status["engines"][0]["details"][0].split()[-1])

@@ -103,6 +103,7 @@ class Variant:
             await replica.stop()
             return replica
         self.error = None
+        self.last_request = time.monotonic()  # a new replica gets a whole idle window before it may be stopped
         self.batcher.add_replica(replica)
         return replica
 
