@@ -1,7 +1,8 @@
 """`make bench`: modelport against MLServer and the raw ASGI floor, same model, same load, same machine, one run.
 
 Each server is pinned to core 0 (`taskset -c 0`, inherited by its replica processes) and driven by wrk pinned to
-core 1, POSTing the same Open Inference Protocol body. Results go to BENCHMARKS.md.
+core 1, POSTing the same Open Inference Protocol body. All servers stay up and are measured in rounds of back-to-back
+points, so each ratio compares servers measured within seconds of each other. Results go to BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -40,6 +41,7 @@ class Result:
     p99_ms: float
     errors: int
     rows_per_request: int = 1
+    round: int = 0  # which interleaved round measured it (0 for a median over rounds)
 
     @property
     def rows_per_s(self) -> float:
@@ -101,14 +103,27 @@ def wrk(url: str, body: bytes, *, connections: int, duration: int, content_type:
     return rps, p50, p99, errors
 
 
-def measure(server: str, scenario: str, url: str, body: bytes, args: argparse.Namespace, results: list[Result],
-            connections: tuple[int, ...] = (1, 64), rows: int = 1, **kwargs: str) -> None:
-    wrk(url, body, connections=16, duration=args.warmup, **kwargs)
-    for c in connections:
-        rps, p50, p99, errors = wrk(url, body, connections=c, duration=args.duration, **kwargs)
-        results.append(Result(server, scenario, c, rps, p50, p99, errors, rows))
-        print(f"  {server:10} {scenario:16} c={c:<3} {rps:9.0f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms"
-              + (f"  errors {errors}" if errors else ""), flush=True)
+def measure(point: Point, number: int, args: argparse.Namespace) -> Result:
+    """One point: a warm-up at 16 connections, then `args.duration` seconds at the point's concurrency."""
+    wrk(point.url, point.body, connections=16, duration=args.warmup, **point.options)
+    rps, p50, p99, errors = wrk(point.url, point.body, connections=point.connections, duration=args.duration,
+                                **point.options)
+    print(f"  {point.server:10} {point.scenario:16} c={point.connections:<3} {rps:9.0f} req/s  p50 {p50:7.2f} ms  "
+          f"p99 {p99:7.2f} ms" + (f"  errors {errors}" if errors else ""), flush=True)
+    return Result(point.server, point.scenario, point.connections, rps, p50, p99, errors, point.rows, number)
+
+
+@dataclass
+class Point:
+    """What one wrk run measures: a server's endpoint, with a body, at one concurrency."""
+
+    server: str
+    scenario: str
+    url: str
+    body: bytes
+    connections: int
+    rows: int = 1
+    options: dict[str, str] = field(default_factory=dict)
 
 
 # -- the servers ------------------------------------------------------------------------------------------------------
@@ -138,7 +153,7 @@ def mlserver_python() -> Path:
     return python
 
 
-def bench_mlserver(model: Path, args: argparse.Namespace, results: list[Result]) -> None:
+def start_mlserver(model: Path) -> tuple[subprocess.Popen, str]:
     python = mlserver_python()
     folder = WORK / "mlserver"
     (folder / "iris").mkdir(parents=True, exist_ok=True)
@@ -151,12 +166,9 @@ def bench_mlserver(model: Path, args: argparse.Namespace, results: list[Result])
         "name": "iris", "implementation": "mlserver_sklearn.SKLearnModel",
         "parameters": {"uri": "./model.joblib", "version": "v1"}}))
     process = start([str(python.parent / "mlserver"), "start", str(folder)], WORK / "mlserver.log")
-    try:
-        wait_http(f"http://127.0.0.1:{port}/v2/models/iris/ready")
-        measure("MLServer", "V2 JSON", f"http://127.0.0.1:{port}/v2/models/iris/infer", json.dumps(V2_BODY).encode(),
-                args, results)
-    finally:
-        stop(process)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/v2/models/iris/ready")
+    return process, url
 
 
 def start_floor() -> tuple[subprocess.Popen, str]:
@@ -178,8 +190,8 @@ def start_modelport(home: Path) -> tuple[subprocess.Popen, str]:
     return process, url
 
 
-def modelport_scenarios(model: Path, url: str) -> list[tuple[str, str, bytes, tuple[int, ...], int, dict[str, str]]]:
-    """Deploy the model; return (scenario, url, body, connections, rows per request, wrk options) to measure."""
+def modelport_points(model: Path, url: str) -> dict[str, list[Point]]:
+    """Deploy the model; return modelport's points by concurrency ("1", "64") and "arrow"."""
     import numpy as np
     import pyarrow as pa
 
@@ -189,7 +201,7 @@ def modelport_scenarios(model: Path, url: str) -> list[tuple[str, str, bytes, tu
     client.set_workspace("bench")
     version = client.wait_for_model(client.upload_model("iris", model, framework="sklearn"))
     deployment = client.deploy(client.build_pipeline("iris", [version]))
-    auth = f"Bearer {TOKEN}"
+    auth = {"auth": f"Bearer {TOKEN}"}
     records_url = f"{url}/v1/api/pipelines/infer/{deployment.name}/iris"
     rows = np.random.default_rng(0).normal(size=(10_000, 4))
     table = pa.table({"features": pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), 4)})
@@ -197,34 +209,47 @@ def modelport_scenarios(model: Path, url: str) -> list[tuple[str, str, bytes, tu
     with pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     arrow = "application/vnd.apache.arrow.file"
-    return [
-        ("V2 JSON", f"{url}/v2/models/iris/infer", json.dumps(V2_BODY).encode(), (1, 64), 1, {"auth": auth}),
-        ("pandas-records", records_url, json.dumps(RECORDS_BODY).encode(), (64,), 1,
-         {"auth": auth, "content_type": "application/json; format=pandas-records"}),
-        ("Arrow 10k rows", records_url, sink.getvalue().to_pybytes(), (4,), 10_000,
-         {"auth": auth, "content_type": arrow, "accept": arrow}),
-    ]
+    v2 = (f"{url}/v2/models/iris/infer", json.dumps(V2_BODY).encode())
+    return {
+        "1": [Point("modelport", "V2 JSON", *v2, 1, options=auth)],
+        "64": [Point("modelport", "V2 JSON", *v2, 64, options=auth),
+               Point("modelport", "pandas-records", records_url, json.dumps(RECORDS_BODY).encode(), 64,
+                     options={**auth, "content_type": "application/json; format=pandas-records"})],
+        "arrow": [Point("modelport", "Arrow 10k rows", records_url, sink.getvalue().to_pybytes(), 4, 10_000,
+                        options={**auth, "content_type": arrow, "accept": arrow})],
+    }
 
 
-def bench_floor_and_modelport(model: Path, args: argparse.Namespace, only: set[str], results: list[Result]) -> None:
-    """Both servers stay up (pinned to the same core; the idle one costs nothing) and are measured in interleaved
-    rounds, so a slow spell of this shared VM hits both instead of skewing their ratio."""
+def bench_servers(model: Path, args: argparse.Namespace, only: set[str]) -> list[Result]:
+    """Every server stays up (pinned to the same core; an idle one costs nothing) and each round measures them back
+    to back at each concurrency, in the opposite order in every other round. This shared VM's speed drifts by a
+    third within minutes: points a minute apart compare that drift, adjacent points compare the servers."""
     servers: list[subprocess.Popen] = []
+    groups: dict[str, list[Point]] = {"1": [], "64": [], "arrow": []}
+    v2 = json.dumps(V2_BODY).encode()
     try:
-        plan: list[tuple[str, str, str, bytes, tuple[int, ...], int, dict[str, str]]] = []
+        if "mlserver" in only:
+            process, url = start_mlserver(model)
+            servers.append(process)
+            for c in ("1", "64"):
+                groups[c].append(Point("MLServer", "V2 JSON", f"{url}/v2/models/iris/infer", v2, int(c)))
         if "floor" in only:
             process, url = start_floor()
             servers.append(process)
-            plan.append(("ASGI floor", "V2 JSON", f"{url}/v2/models/iris/infer", json.dumps(V2_BODY).encode(),
-                         (1, 64), 1, {}))
+            for c in ("1", "64"):
+                groups[c].append(Point("ASGI floor", "V2 JSON", f"{url}/v2/models/iris/infer", v2, int(c)))
         if "modelport" in only:
             process, url = start_modelport(WORK / "modelport-home")
             servers.append(process)
-            plan += [("modelport", *scenario) for scenario in modelport_scenarios(model, url)]
+            for key, points in modelport_points(model, url).items():
+                groups[key] += points
+        results = []
         for number in range(1, args.rounds + 1):
             print(f"round {number} of {args.rounds}", flush=True)
-            for server, scenario, url, body, connections, rows, options in plan:
-                measure(server, scenario, url, body, args, results, connections=connections, rows=rows, **options)
+            for key in ("1", "64", "arrow"):
+                points = groups[key] if number % 2 else groups[key][::-1]
+                results += [measure(point, number, args) for point in points]
+        return results
     finally:
         for process in servers:
             stop(process)
@@ -283,43 +308,78 @@ def _rss_kib(pid: int) -> int:
 
 # -- report -------------------------------------------------------------------------------------------------------------
 
-def find(results: list[Result], server: str, scenario: str, c: int) -> Result | None:
-    return next((r for r in results if (r.server, r.scenario, r.connections) == (server, scenario, c)), None)
+def find(results: list[Result], server: str, scenario: str, c: int, number: int = 0) -> Result | None:
+    return next((r for r in results if (r.server, r.scenario, r.connections, r.round) == (server, scenario, c, number)),
+                None)
+
+
+@dataclass
+class Ratio:
+    """A target that compares two points: measured as the median of its per-round values (adjacent points)."""
+
+    name: str
+    numerator: tuple[str, str, int]
+    denominator: tuple[str, str, int]
+    figure: str  # "rps", "p50_ms" or "p99_ms"
+    limit: float
+    at_least: bool  # True: the ratio must be >= limit; False: <= limit
+
+    def per_round(self, results: list[Result], rounds: int) -> list[float]:
+        values = []
+        for number in range(1, rounds + 1):
+            a, b = find(results, *self.numerator, number), find(results, *self.denominator, number)
+            if a and b and getattr(b, self.figure):
+                values.append(getattr(a, self.figure) / getattr(b, self.figure))
+        return values
+
+
+RATIOS = [
+    Ratio("c=64 req/s modelport / MLServer >= 5", ("modelport", "V2 JSON", 64), ("MLServer", "V2 JSON", 64),
+          "rps", 5, True),
+    Ratio("c=64 p99 modelport / MLServer <= 0.2", ("modelport", "V2 JSON", 64), ("MLServer", "V2 JSON", 64),
+          "p99_ms", 0.2, False),
+    Ratio("c=64 req/s modelport / ASGI floor >= 0.5", ("modelport", "V2 JSON", 64), ("ASGI floor", "V2 JSON", 64),
+          "rps", 0.5, True),
+    Ratio("c=1 p50 modelport / MLServer <= 0.5", ("modelport", "V2 JSON", 1), ("MLServer", "V2 JSON", 1),
+          "p50_ms", 0.5, False),
+    Ratio("pandas-records req/s vs V2 (V2 / records <= 1.5)", ("modelport", "V2 JSON", 64),
+          ("modelport", "pandas-records", 64), "rps", 1.5, False),
+]
 
 
 def report(results: list[Result], memory: tuple[int, int, float] | None, args: argparse.Namespace) -> str:
+    from statistics import median
+
     lines = ["# Benchmarks", "",
              f"Measured by `make bench` on {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores: each server pinned to "
              f"core {SERVER_CORE} (with its replica processes), wrk pinned to core {LOAD_CORE}, {args.duration} s per "
-             f"point after a {args.warmup} s warm-up; the floor and modelport rows are medians of {args.rounds} interleaved "
-             "rounds (MLServer: one round). Model: scikit-learn LogisticRegression on iris, trained at run "
-             "time. MLServer 1.7 (mlserver-sklearn, parallel_workers=0, the fastest setting in the reference figures). "
-             "The floor is a raw ASGI app on uvicorn + httptools answering a fixed body. modelport requests carry a "
-             "bearer token (MLServer's and the floor's do not).", "",
+             f"point after a {args.warmup} s warm-up. Every server stays up for the whole run; each of the "
+             f"{args.rounds} rounds measures them back to back at each concurrency (in the opposite order every other "
+             "round), the table gives the median of each figure over the rounds, and each target is the median of its "
+             "per-round ratios. Model: scikit-learn LogisticRegression on iris, trained at run time. MLServer 1.7 "
+             "(mlserver-sklearn, parallel_workers=0, the fastest setting in the reference figures). The floor is a raw "
+             "ASGI app on uvicorn + httptools answering a fixed body. modelport requests carry a bearer token "
+             "(MLServer's and the floor's do not).", "",
              "| server | endpoint | connections | req/s | p50 ms | p99 ms | rows/s | non-2xx |", "|---|---|---|---|---|---|---|---|"]
-    for r in results:
+    for r in median_results(results):
         lines.append(f"| {r.server} | {r.scenario} | {r.connections} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | "
                      f"{r.rows_per_s:,.0f} | {r.errors} |")
-    lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
-    mp64, ml64, fl64 = (find(results, s, "V2 JSON", 64) for s in ("modelport", "MLServer", "ASGI floor"))
-    mp1, ml1 = find(results, "modelport", "V2 JSON", 1), find(results, "MLServer", "V2 JSON", 1)
-    records, arrow = find(results, "modelport", "pandas-records", 64), find(results, "modelport", "Arrow 10k rows", 4)
+    lines += ["", "## Targets", "", "| target | median | per round | met |", "|---|---|---|---|"]
 
-    def row(target: str, value: float | None, ok: bool | None, fmt: str = "{:.2f}") -> None:
-        lines.append(f"| {target} | {fmt.format(value) if value is not None else 'not measured'} | "
+    def row(target: str, value: float | None, ok: bool | None, fmt: str = "{:.2f}", rounds: str = "") -> None:
+        lines.append(f"| {target} | {fmt.format(value) if value is not None else 'not measured'} | {rounds} | "
                      f"{'yes' if ok else 'no' if ok is not None else '-'} |")
 
-    if mp64 and ml64:
-        row("c=64 req/s modelport / MLServer >= 5", mp64.rps / ml64.rps, mp64.rps / ml64.rps >= 5)
-        row("c=64 p99 modelport / MLServer <= 0.2", mp64.p99_ms / ml64.p99_ms, mp64.p99_ms / ml64.p99_ms <= 0.2)
-    if mp64 and fl64:
-        row("c=64 req/s modelport / ASGI floor >= 0.5", mp64.rps / fl64.rps, mp64.rps / fl64.rps >= 0.5)
-    if mp1 and ml1:
-        row("c=1 p50 modelport / MLServer <= 0.5", mp1.p50_ms / ml1.p50_ms, mp1.p50_ms / ml1.p50_ms <= 0.5)
-    if records and mp64:
-        row("pandas-records req/s vs V2 (V2 / records <= 1.5)", mp64.rps / records.rps, mp64.rps / records.rps <= 1.5)
+    for ratio in RATIOS:
+        values = ratio.per_round(results, args.rounds)
+        if values:
+            value = median(values)
+            row(ratio.name, value, value >= ratio.limit if ratio.at_least else value <= ratio.limit,
+                rounds=", ".join(f"{v:.2f}" for v in values))
+    arrow = [r.rows_per_s for r in results if r.scenario == "Arrow 10k rows"]
     if arrow:
-        row("Arrow 10,000-row requests, rows/s >= 1,000,000", arrow.rows_per_s, arrow.rows_per_s >= 1_000_000, "{:,.0f}")
+        row("Arrow 10,000-row requests, rows/s >= 1,000,000", median(arrow), median(arrow) >= 1_000_000, "{:,.0f}",
+            ", ".join(f"{v:,.0f}" for v in arrow))
     if memory:
         first, last, seconds = memory
         growth = (last - first) / first
@@ -334,7 +394,7 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--memory-cycles", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the floor and modelport")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of back-to-back points of every server")
     parser.add_argument("--only", choices=["mlserver", "floor", "modelport", "memory"], action="append")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     args = parser.parse_args()
@@ -342,13 +402,8 @@ def main() -> int:
         sys.exit("wrk and taskset are needed: apt-get install wrk util-linux")
     WORK.mkdir(exist_ok=True)
     model = build_model()
-    results: list[Result] = []
     only = set(args.only or ["mlserver", "floor", "modelport", "memory"])
-    if "mlserver" in only:
-        bench_mlserver(model, args, results)
-    if only & {"floor", "modelport"}:
-        bench_floor_and_modelport(model, args, only, results)
-    results = median_results(results)
+    results = bench_servers(model, args, only) if only & {"mlserver", "floor", "modelport"} else []
     memory = bench_memory(model, args.memory_cycles) if "memory" in only else None
     text = report(results, memory, args)
     print(text)
