@@ -495,9 +495,9 @@ def test_inference_over_raw_http_pipelining_chunks_and_100_continue(server: Serv
     rows = np.random.default_rng(5).normal(size=(2, 29))
     expected = onnx_direct(ccfraud["path"], rows)
 
-    def request(row: np.ndarray, extra: bytes = b"", *, chunked: bool = False) -> bytes:
+    def request(row: np.ndarray, extra: bytes = b"", *, chunked: bool = False, **fields: object) -> bytes:
         body = orjson.dumps({"inputs": [{"name": "dense_input", "shape": [1, 29], "datatype": "FP64",
-                                         "data": row.tolist()}]})
+                                         "data": row.tolist()}], **fields})
         head = (b"POST /v2/models/wire/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 b"Authorization: Bearer " + server.token.encode() + b"\r\n" + extra)
         if chunked:
@@ -521,6 +521,20 @@ def test_inference_over_raw_http_pipelining_chunks_and_100_continue(server: Serv
     assert b"\r\nconnection: close\r\n" in closing.lower() and np.isclose(prediction(closing), expected[0, 0], rtol=1e-5)
     (refused,) = _http_exchange(server, request(rows[0]).replace(server.token.encode(), b"wrong"), 1)
     assert refused.startswith(b"HTTP/1.1 401 ") and b'"error"' in refused
+    # an error found once the model has answered (no such output) is a 400 in the V2 format, and the
+    # next pipelined request on the connection is still answered
+    bad, good = _http_exchange(server, request(rows[0], outputs=[{"name": "nope"}]) + request(rows[1]), 2)
+    assert bad.startswith(b"HTTP/1.1 400 ") and b"nope" in bad, bad
+    assert np.isclose(prediction(good), expected[1, 0], rtol=1e-5)
+    # a body larger than uvicorn's read buffer (64 KiB) is read to its end before it is decoded
+    many = np.random.default_rng(6).normal(size=(400, 29))
+    body = orjson.dumps({"inputs": [{"name": "dense_input", "shape": [400, 29], "datatype": "FP64",
+                                     "data": many.tolist()}]})
+    assert len(body) > 65536
+    reply = httpx.post(f"{server.url}/v2/models/wire/infer", content=body, headers=server.headers, timeout=60)
+    assert reply.status_code == 200, reply.text
+    assert np.allclose(np.array(reply.json()["outputs"][0]["data"]), onnx_direct(ccfraud["path"], many).ravel(),
+                       rtol=1e-5)
     # a client that leaves halfway through its body costs nothing and the route keeps serving
     import socket
 
