@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,16 +104,6 @@ def wrk(url: str, body: bytes, *, connections: int, duration: int, content_type:
     return rps, p50, p99, errors
 
 
-def measure(point: Point, number: int, args: argparse.Namespace) -> Result:
-    """One point: a warm-up at 16 connections, then `args.duration` seconds at the point's concurrency."""
-    wrk(point.url, point.body, connections=16, duration=args.warmup, **point.options)
-    rps, p50, p99, errors = wrk(point.url, point.body, connections=point.connections, duration=args.duration,
-                                **point.options)
-    print(f"  {point.server:10} {point.scenario:16} c={point.connections:<3} {rps:9.0f} req/s  p50 {p50:7.2f} ms  "
-          f"p99 {p99:7.2f} ms" + (f"  errors {errors}" if errors else ""), flush=True)
-    return Result(point.server, point.scenario, point.connections, rps, p50, p99, errors, point.rows, number)
-
-
 @dataclass
 class Point:
     """What one wrk run measures: a server's endpoint, with a body, at one concurrency."""
@@ -124,6 +115,16 @@ class Point:
     connections: int
     rows: int = 1
     options: dict[str, str] = field(default_factory=dict)
+
+
+def measure(point: Point, number: int, args: argparse.Namespace) -> Result:
+    """One point: a warm-up at 16 connections, then `args.duration` seconds at the point's concurrency."""
+    wrk(point.url, point.body, connections=16, duration=args.warmup, **point.options)
+    rps, p50, p99, errors = wrk(point.url, point.body, connections=point.connections, duration=args.duration,
+                                **point.options)
+    print(f"  {point.server:10} {point.scenario:16} c={point.connections:<3} {rps:9.0f} req/s  p50 {p50:7.2f} ms  "
+          f"p99 {p99:7.2f} ms" + (f"  errors {errors}" if errors else ""), flush=True)
+    return Result(point.server, point.scenario, point.connections, rps, p50, p99, errors, point.rows, number)
 
 
 # -- the servers ------------------------------------------------------------------------------------------------------
@@ -190,6 +191,13 @@ def start_modelport(home: Path) -> tuple[subprocess.Popen, str]:
     return process, url
 
 
+def v2_points(server: str, url: str, options: dict[str, str] | None = None) -> dict[str, list[Point]]:
+    """A server's Open Inference Protocol points, by concurrency: the body and the load every server gets."""
+    body = json.dumps(V2_BODY).encode()
+    return {c: [Point(server, "V2 JSON", f"{url}/v2/models/iris/infer", body, int(c), options=options or {})]
+            for c in ("1", "64")}
+
+
 def modelport_points(model: Path, url: str) -> dict[str, list[Point]]:
     """Deploy the model; return modelport's points by concurrency ("1", "64") and "arrow"."""
     import numpy as np
@@ -209,15 +217,12 @@ def modelport_points(model: Path, url: str) -> dict[str, list[Point]]:
     with pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     arrow = "application/vnd.apache.arrow.file"
-    v2 = (f"{url}/v2/models/iris/infer", json.dumps(V2_BODY).encode())
-    return {
-        "1": [Point("modelport", "V2 JSON", *v2, 1, options=auth)],
-        "64": [Point("modelport", "V2 JSON", *v2, 64, options=auth),
-               Point("modelport", "pandas-records", records_url, json.dumps(RECORDS_BODY).encode(), 64,
-                     options={**auth, "content_type": "application/json; format=pandas-records"})],
-        "arrow": [Point("modelport", "Arrow 10k rows", records_url, sink.getvalue().to_pybytes(), 4, 10_000,
-                        options={**auth, "content_type": arrow, "accept": arrow})],
-    }
+    points = v2_points("modelport", url, auth)
+    points["64"].append(Point("modelport", "pandas-records", records_url, json.dumps(RECORDS_BODY).encode(), 64,
+                              options={**auth, "content_type": "application/json; format=pandas-records"}))
+    points["arrow"] = [Point("modelport", "Arrow 10k rows", records_url, sink.getvalue().to_pybytes(), 4, 10_000,
+                             options={**auth, "content_type": arrow, "accept": arrow})]
+    return points
 
 
 def bench_servers(model: Path, args: argparse.Namespace, only: set[str]) -> list[Result]:
@@ -226,23 +231,18 @@ def bench_servers(model: Path, args: argparse.Namespace, only: set[str]) -> list
     third within minutes: points a minute apart compare that drift, adjacent points compare the servers."""
     servers: list[subprocess.Popen] = []
     groups: dict[str, list[Point]] = {"1": [], "64": [], "arrow": []}
-    v2 = json.dumps(V2_BODY).encode()
     try:
+        def serve(started: tuple[subprocess.Popen, str], points: Callable[[str], dict[str, list[Point]]]) -> None:
+            servers.append(started[0])
+            for key, more in points(started[1]).items():
+                groups[key] += more
+
         if "mlserver" in only:
-            process, url = start_mlserver(model)
-            servers.append(process)
-            for c in ("1", "64"):
-                groups[c].append(Point("MLServer", "V2 JSON", f"{url}/v2/models/iris/infer", v2, int(c)))
+            serve(start_mlserver(model), lambda url: v2_points("MLServer", url))
         if "floor" in only:
-            process, url = start_floor()
-            servers.append(process)
-            for c in ("1", "64"):
-                groups[c].append(Point("ASGI floor", "V2 JSON", f"{url}/v2/models/iris/infer", v2, int(c)))
+            serve(start_floor(), lambda url: v2_points("ASGI floor", url))
         if "modelport" in only:
-            process, url = start_modelport(WORK / "modelport-home")
-            servers.append(process)
-            for key, points in modelport_points(model, url).items():
-                groups[key] += points
+            serve(start_modelport(WORK / "modelport-home"), lambda url: modelport_points(model, url))
         results = []
         for number in range(1, args.rounds + 1):
             print(f"round {number} of {args.rounds}", flush=True)
