@@ -15,6 +15,24 @@ import httpx
 
 ADMIN_TOKEN = "mp_test_admin_token_0123456789abcdef"
 
+# The seed documents (Arazzo workflows) live in the steering repository's shared/ folder, beside a checkout, not in
+# it: a fresh clone on its own has none. Tests that need them skip with that reason, unless MODELPORT_REQUIRE_SEEDS
+# is set (.ci/run sets it, so CI never skips them silently).
+SEEDS = Path(os.environ.get("MODELPORT_SEEDS") or Path(__file__).resolve().parent.parent.parent / "shared" / "seeds")
+
+
+def seed_document(relative: str) -> Path:
+    """The seed file at `relative` under SEEDS, or a pytest skip saying it is not beside this checkout."""
+    import pytest
+
+    path = SEEDS / relative
+    if not path.is_file():
+        if os.environ.get("MODELPORT_REQUIRE_SEEDS"):
+            pytest.fail(f"seed document {path} is missing and MODELPORT_REQUIRE_SEEDS is set")
+        pytest.skip(f"seed document {path} is not present (the seeds live in ../shared/seeds beside a checkout; "
+                    "set MODELPORT_SEEDS to their folder)")
+    return path
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -24,9 +24,8 @@ from sklearn.datasets import load_iris
 from sklearn.dummy import DummyClassifier
 from sklearn.linear_model import LogisticRegression
 
-from tests.support import Server
+from tests.support import Server, seed_document
 
-ROOT = Path(__file__).resolve().parent.parent
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 SPECIES = ["setosa", "versicolor", "virginica"]
 FUNCTION = '''
@@ -154,9 +153,10 @@ def test_official_clients_run_the_whole_lifecycle(server: Server, bundles, model
 
 
 def test_the_seed_dataiku_workflow_runs_verbatim(server: Server, bundles) -> None:
+    workflow = seed_document("arazzo/dataiku-import-and-preload-generation-workflow.yml")
     admin(server).create_service("seedflow")
     args = [sys.executable, "-m", "modelport.cli", "workflow", "run",
-            str(ROOT.parent / "shared" / "seeds" / "arazzo" / "dataiku-import-and-preload-generation-workflow.yml"),
+            str(workflow),
             "--server", f"dssApiNodeAdminApi={server.url}/admin/api", "--json",
             "--input", f"apiKey={server.token}", "--input", "serviceId=seedflow",
             "--input", f"bundleFile=@{bundles['v2']}"]

@@ -19,12 +19,11 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_iris
 
-from tests.support import Server, build_sklearn_classifier
+from tests.support import Server, seed_document, build_sklearn_classifier
 
 REGION = "eu-west-1"
 ROLE = "arn:aws:iam::123456789012:role/modelport-test"
 IMAGE = "683313688378.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -207,13 +206,14 @@ def test_validation_and_credentials_errors(server: Server, keys, artifacts: Path
 
 
 def test_the_seed_sagemaker_workflow_runs_verbatim(server: Server, keys, artifacts: Path) -> None:
+    workflow = seed_document("arazzo/amazon-sagemaker-deploy-model-to-endpoint-workflow.yml")
     model_path = build_sklearn_classifier(artifacts / "arazzo.joblib")
     url = model_tarball(artifacts, "arazzo", model_path)
     inputs = {"modelName": "arazzo-model", "image": IMAGE, "modelDataUrl": url, "executionRoleArn": ROLE,
               "endpointConfigName": "arazzo-config", "variantName": "AllTraffic", "initialInstanceCount": "1",
               "instanceType": "ml.m5.large", "endpointName": "arazzo-endpoint"}
     args = [sys.executable, "-m", "modelport.cli", "workflow", "run",
-            str(ROOT.parent / "shared" / "seeds" / "arazzo" / "amazon-sagemaker-deploy-model-to-endpoint-workflow.yml"),
+            str(workflow),
             "--server", f"sagemakerApi={server.url}", "--server-variable", f"region={REGION}",
             "--poll-interval", "0.5", "--json"]
     for key, value in inputs.items():
