@@ -7,6 +7,9 @@ import enum
 import time
 from datetime import datetime, timezone
 
+from cron_descriptor import get_description
+from croniter import croniter
+
 from modelport.domain.errors import InvalidInput
 
 
@@ -64,8 +67,6 @@ class Overlap(str, enum.Enum):
 def parse_schedule(expression: object, *, allow_seconds: bool = False) -> str:
     """A 5-field cron expression, in UTC. With `allow_seconds` (a test setting, so tests stay short) croniter's
     6-field form is accepted too, its sixth field being seconds."""
-    from croniter import croniter
-
     if not isinstance(expression, str) or not expression.strip():
         raise InvalidInput("schedule is required: a 5-field cron expression such as '*/5 * * * *'", field="schedule")
     if len(expression) > 255:
@@ -80,16 +81,12 @@ def parse_schedule(expression: object, *, allow_seconds: bool = False) -> str:
 
 
 def next_fire(schedule: str, after: datetime) -> datetime:
-    from croniter import croniter
-
     return croniter(schedule, after.astimezone(timezone.utc)).get_next(datetime)
 
 
 def describe_schedule(schedule: str) -> str:
     """In words, e.g. 'Every 2 minutes' (for people and for Craft AI's human_readable_schedule)."""
     try:
-        from cron_descriptor import get_description
-
         return get_description(schedule)
     except Exception:  # noqa: BLE001 - a description is a nicety, never a reason to fail
         return schedule

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pyarrow as pa  # imported with the API, never on the event loop at a first Arrow request (about 1 s)
+import pyarrow.ipc  # noqa: F401
 
 from modelport.domain.errors import InvalidInput
 from modelport.serving.runtimes import Columns
@@ -149,8 +151,6 @@ def records_json(answer: Answer, dataset: DatasetFilter) -> bytes:
 # -- Arrow ------------------------------------------------------------------------------------------------------------
 
 def columns_from_arrow(body: bytes) -> tuple[Columns, int]:
-    import pyarrow as pa
-
     try:
         try:
             table = pa.ipc.open_file(pa.BufferReader(body)).read_all()
@@ -168,8 +168,6 @@ def columns_from_arrow(body: bytes) -> tuple[Columns, int]:
 
 
 def _arrow_to_numpy(name: str, array: Any) -> np.ndarray:
-    import pyarrow as pa
-
     if array.null_count:
         raise InvalidInput(f"column {name!r} has null values", field=name)
     kind = array.type
@@ -190,8 +188,6 @@ def _arrow_to_numpy(name: str, array: Any) -> np.ndarray:
 
 
 def _numpy_to_arrow(array: np.ndarray) -> Any:
-    import pyarrow as pa
-
     if array.dtype == object:
         return pa.array(array.tolist())
     if array.ndim == 1:
@@ -201,16 +197,12 @@ def _numpy_to_arrow(array: np.ndarray) -> Any:
 
 
 def _repeated_string(value: str, n: int) -> Any:
-    import pyarrow as pa
-
     data = value.encode()
     offsets = np.arange(n + 1, dtype=np.int32) * len(data)
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data * n))
 
 
 def _repeated_list(values: list[Any], n: int, kind: Any) -> Any:
-    import pyarrow as pa
-
     width = len(values)
     offsets = pa.array(np.arange(n + 1, dtype=np.int32) * width)
     if kind == pa.string():
@@ -221,8 +213,6 @@ def _repeated_list(values: list[Any], n: int, kind: Any) -> Any:
 
 
 def arrow_file(answer: Answer, dataset: DatasetFilter) -> bytes:
-    import pyarrow as pa
-
     sep = dataset.separator
     n = answer.rows
     names: list[str] = []
