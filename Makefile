@@ -6,11 +6,13 @@ READY := $(VENV)/.ready
 
 .PHONY: serve test test-postgres bench bench-craftai clean chromium
 
+# First use: about a minute with a cold package cache, a few seconds after that; uv shows its own progress.
 $(READY): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test]'
-	touch $(READY)
+	@echo "modelport: setting up $(VENV) with $(PYTHON) (first use only)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade uv
+	$(BIN)/uv pip install --python $(BIN)/python -e '.[test]'
+	@touch $(READY)
 
 serve: $(READY)
 	$(BIN)/modelport serve

@@ -30,8 +30,18 @@ DatabaseOption = Annotated[Optional[str], typer.Option("--database-url", help="S
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Environment first, then the flags that were actually given."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Environment first, then the flags that were actually given. A bad value ends the command with one line per
+    problem that names the setting and its environment variable, not a traceback."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = ".".join(str(part) for part in error["loc"])
+            console.print(f"[red]modelport: setting {name} (MODELPORT_{name.upper()}): {error['msg']}[/]",
+                          highlight=False)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -43,12 +53,15 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
 ) -> None:
     """Start the platform: migrate the database, then serve every API on one port."""
+    settings = load_settings(host=host, port=port, home=home, database_url=database_url)
+    # Loading the platform and bringing deployments back takes seconds: say so at once, so nobody wonders.
+    console.print(f"modelport: starting on {settings.base_url} (data in {settings.resolved_home}); loading...",
+                  highlight=False)
     import uvicorn
 
     from modelport.api.app import create_app
     from modelport.api.protocol import protocol_class
 
-    settings = load_settings(host=host, port=port, home=home, database_url=database_url)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     created: list[str] = []
     application = create_app(settings, on_admin_token=created.append)

@@ -15,7 +15,8 @@ class Settings(BaseSettings):
     port: int = 8080
     home: Path = Field(default=Path(".modelport"), description="Folder for the SQLite database and artifacts.")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite file in home.")
-    admin_token: str | None = Field(default=None, description="Admin token to install on first start (automation).")
+    admin_token: str | None = Field(default=None, min_length=16, description="Admin token to install on first start "
+                                    "(automation); at least 16 characters.")
     public_url: str | None = Field(default=None, description="Base URL clients use; default http://host:port.")
 
     max_upload_bytes: int = Field(default=2 * 1024**3, description="Largest accepted upload (model, package).")

@@ -34,6 +34,8 @@ class Platform:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.resolved_home.mkdir(parents=True, exist_ok=True)
+        if not settings.dataiku_import_roots:  # the default import folder exists, ready for bundles to be dropped in
+            (settings.resolved_home / "dataiku-imports").mkdir(exist_ok=True)
         self.db = Database(settings.resolved_database_url)
         self.artifacts = ArtifactStore(settings.artifacts_dir)
         self.auth = AuthService(self.db)
