@@ -287,3 +287,62 @@ def test_sigterm_answers_every_accepted_request_and_exits_within_the_drain_timeo
         assert not any(alive(pid) for pid in replica_pids)
     finally:
         srv.stop()
+
+
+SPAWNER = r'''
+import asyncio, os, sys, threading
+from modelport.backends import local
+
+async def main():
+    # a Python module run in the guard's process, and a script that starts a child of its own
+    module = await local.spawn("replica", "m", [sys.executable, "-m", "http.server", "0", "--bind", "127.0.0.1"],
+                               stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    script = await local.spawn("task_run", "s", [sys.executable, sys.argv[1]], stdout=asyncio.subprocess.PIPE)
+    family = (await script.stdout.readline()).split()
+    # any other program, from a worker thread (how environment builds run)
+    threading.Thread(target=local.run_blocking, args=("environment", "e", ["sleep", "613.2"]),
+                     kwargs={"python": False, "timeout_s": 600}, daemon=True).start()
+    await asyncio.sleep(0.5)
+    print(module.pid, *(f.decode() for f in family), flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+'''
+
+
+def test_every_kind_of_process_dies_with_the_process_that_started_it(tmp_path) -> None:
+    """Without a server: backends/local.py's helper alone, its parent killed with SIGKILL."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "family.py"
+    script.write_text("import subprocess, sys, time, os\n"
+                      "child = subprocess.Popen(['sleep', '613.1'])\n"
+                      "print(os.getpid(), child.pid, flush=True)\ntime.sleep(600)\n")
+    spawner = tmp_path / "spawner.py"
+    spawner.write_text(SPAWNER)
+    parent = subprocess.Popen([sys.executable, str(spawner), str(script)], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        pids = [int(p) for p in parent.stdout.readline().split()]  # type: ignore[union-attr]
+        assert len(pids) == 3 and all(alive(p) for p in pids)
+        groups = {pgid for pid, _, pgid in proc_scan() if pid in pids}
+        ours = (b"sleep\x00613.1\x00", b"sleep\x00613.2\x00")
+        sleepers = [pid for pid, _, _ in proc_scan() if _cmdline(pid) in ours]
+        assert len(sleepers) == 2  # the script's child and the one run through the guard's --exec
+        parent.kill()
+        parent.wait()
+        everything = set(pids) | set(sleepers)
+        wait_until(lambda: not any(alive(p) for p in everything), 5,
+                   lambda: f"survived their parent: {[p for p in everything if alive(p)]}")
+        assert not [p for p in proc_scan() if p[2] in groups]
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""

@@ -87,9 +87,12 @@ class ServerLedger:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        with self.db.session() as s:
-            s.execute(delete(ServerProcess).where(ServerProcess.server_id == self.id))
-            s.execute(delete(ServerRecord).where(ServerRecord.id == self.id))
+        try:
+            with self.db.session() as s:
+                s.execute(delete(ServerProcess).where(ServerProcess.server_id == self.id))
+                s.execute(delete(ServerRecord).where(ServerRecord.id == self.id))
+        except Exception:  # noqa: BLE001 - the database is gone: the next start clears the rows instead
+            log.warning("could not remove this server's rows", exc_info=True)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
