@@ -346,3 +346,49 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_a_start_ends_only_what_dead_incarnations_of_its_server_recorded(tmp_path) -> None:
+    """The ledger alone: a recorded pid now held by another process (another start time) is left alone, and so are
+    the processes of a server that still runs on the same home."""
+    import subprocess
+    import uuid
+
+    from modelport.backends.ledger import ServerLedger, boot_id
+    from modelport.backends.local import process_start_time
+    from modelport.store.database import Database
+    from modelport.store.tables import ServerProcess, ServerRecord
+
+    db = Database(f"sqlite:///{tmp_path / 'ledger.db'}")
+    db.migrate()
+    ledger_ = ServerLedger(db, home=tmp_path / "home")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    left, reused, peers = (subprocess.Popen(["sleep", f"613.{n}"], start_new_session=True) for n in (6, 7, 8))
+    try:
+        dead_id, live_id = str(uuid.uuid4()), str(uuid.uuid4())
+        with db.session() as s:
+            s.add(ServerRecord(id=dead_id, name=ledger_.name, home=ledger_.home, host=ledger_.host, pid=gone.pid,
+                               pid_start=1, boot_id=boot_id()))
+            s.add(ServerRecord(id=live_id, name=ledger_.name, home=ledger_.home, host=ledger_.host, pid=os.getpid(),
+                               pid_start=process_start_time(os.getpid()), boot_id=boot_id()))
+            s.flush()
+            s.add(ServerProcess(server_id=dead_id, kind="replica", subject="v", pid=left.pid, pgid=left.pid,
+                                start_time=process_start_time(left.pid)))
+            s.add(ServerProcess(server_id=dead_id, kind="task_run", subject="r", pid=reused.pid, pgid=reused.pid,
+                                start_time=process_start_time(reused.pid) - 1))  # the pid was someone else's then
+            s.add(ServerProcess(server_id=live_id, kind="replica", subject="w", pid=peers.pid, pgid=peers.pid,
+                                start_time=process_start_time(peers.pid)))
+        recovery = ledger_.reap()
+        assert recovery.servers == [dead_id]
+        assert {(p.kind, p.ended) for p in recovery.processes} == {("replica", True), ("task_run", False)}
+        assert left.wait(timeout=5) == -signal.SIGKILL
+        assert reused.poll() is None and peers.poll() is None
+        with db.session() as s:
+            assert [r.id for r in s.query(ServerRecord)] == [live_id]
+            assert [p.pid for p in s.query(ServerProcess)] == [peers.pid]
+    finally:
+        for process in (left, reused, peers):
+            process.kill()
+            process.wait()
+        db.close()

@@ -153,7 +153,9 @@ class ServerLedger:
         """Whether that incarnation still runs (only this host's can be checked, and only they share our name)."""
         if row.id == self.id:
             return True
-        if not self._boot or row.boot_id != self._boot or row.host != self.host:
+        if not self._boot:  # no /proc to ask (not Linux): trust a fresh heartbeat
+            return (utcnow() - row.heartbeat_at).total_seconds() < 3 * self.heartbeat_s
+        if row.boot_id != self._boot or row.host != self.host:
             return False
         return row.pid_start is not None and process_start_time(row.pid) == row.pid_start
 

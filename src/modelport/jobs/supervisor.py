@@ -194,11 +194,11 @@ class RunSupervisor:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def recover(self) -> None:
-        """Runs left active by a server that is gone (an earlier incarnation of this one, whose processes the ledger
-        has just ended: backends/ledger.py): revoke their tokens and record them as lost."""
+        """Runs left active by a server that is gone (it has no row in `servers` any more: the ledger of this start
+        just cleared an earlier incarnation's, backends/ledger.py): revoke their tokens and record them as lost."""
         for run in await run_in_threadpool(self.jobs.active_runs, orphaned=True):
             if run.token_id:
                 await run_in_threadpool(self.auth.revoke, run.token_id)
             await run_in_threadpool(self.jobs.finish_run, run.id, RunStatus.FAILURE,
-                                    reason="lost: the server stopped while the run was active; its processes were "
-                                           "ended when the server started again")
+                                    reason="lost: the server stopped while the run was active (its processes "
+                                           "ended with it)")
