@@ -50,10 +50,15 @@ def serve(
     port: Annotated[Optional[int], typer.Option(help="Port [env MODELPORT_PORT, default 8080]")] = None,
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    drain_timeout: Annotated[Optional[float], typer.Option(
+        "--drain-timeout", help="Seconds requests in flight get to finish on SIGTERM [env MODELPORT_DRAIN_TIMEOUT_S, "
+        "default 10]")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
 ) -> None:
-    """Start the platform: migrate the database, then serve every API on one port."""
-    settings = load_settings(host=host, port=port, home=home, database_url=database_url)
+    """Start the platform: migrate the database, then serve every API on one port. SIGTERM stops it gracefully:
+    no new connections, requests in flight finish (within the drain timeout), then replicas and runs stop."""
+    settings = load_settings(host=host, port=port, home=home, database_url=database_url,
+                             drain_timeout_s=drain_timeout)
     # Loading the platform and bringing deployments back takes seconds: say so at once, so nobody wonders.
     console.print(f"modelport: starting on {settings.base_url} (data in {settings.resolved_home}); loading...",
                   highlight=False)
@@ -61,22 +66,17 @@ def serve(
 
     from modelport.api.app import create_app
     from modelport.api.protocol import protocol_class
+    from modelport.api.server import DrainingServer
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     created: list[str] = []
     application = create_app(settings, on_admin_token=created.append)
-
-    class Server(uvicorn.Server):
-        async def startup(self, sockets: Any = None) -> None:
-            await super().startup(sockets)
-            if self.started:
-                _print_banner(settings, created[0] if created else None)
-
     config = uvicorn.Config(application, host=settings.host, port=settings.port, log_level=log_level,
                             http=protocol_class(application) or "auto", access_log=False,
-                            timeout_graceful_shutdown=10, proxy_headers=False,
+                            timeout_graceful_shutdown=settings.drain_timeout_s, proxy_headers=False,
                             server_header=False, date_header=False)
-    Server(config).run()
+    DrainingServer(config, drain_timeout_s=settings.drain_timeout_s,
+                   on_started=lambda: _print_banner(settings, created[0] if created else None)).run()
 
 
 def _print_banner(settings: Settings, admin_token: str | None) -> None:

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
                                               "request) and the rest counted in modelport_inference_log_skipped. "
                                               "0 logs every request.")
     run_history: int = Field(default=100, description="Task runs (and their logs) kept per task.")
+    drain_timeout_s: float = Field(default=10.0, ge=0, description="On SIGTERM, how long requests in flight get to "
+                                   "finish (no new connection is accepted meanwhile) before replicas and runs stop.")
     kill_grace_s: float = Field(default=5.0, description="Time between SIGTERM and SIGKILL when a run is stopped.")
     allow_second_schedules: bool = Field(default=False, description="Also accept 6-field cron with seconds "
                                          "(for tests; the public API takes 5 fields).")

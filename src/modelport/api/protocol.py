@@ -49,8 +49,32 @@ def protocol_class(fast: FastPath) -> type | None:
 
     class FastPathProtocol(HttpToolsProtocol):  # type: ignore[misc, valid-type]
         cycles_known: bool | None = None  # whether uvicorn's cycles have every attribute we use; checked once
+        draining = False  # the server is stopping: answer what arrives, then close
+        quiet = True  # nothing arrived since the drain began
+
+        def shutdown(self) -> None:
+            """The server stops. A busy connection answers its request with `connection: close` (as uvicorn does).
+            An idle keep-alive connection is not closed at once, as uvicorn would: a client may have sent its next
+            request already, and closing would reset it unanswered. It stays open, reading, for a quiet window;
+            what arrives meanwhile is answered with `connection: close`; if nothing does, it closes."""
+            self.draining = True
+            if self.cycle is not None and not self.cycle.response_complete:
+                self.cycle.keep_alive = False
+                return
+            self.loop.call_later(IDLE_LINGER_S, self._close_if_quiet)
+
+        def _close_if_quiet(self) -> None:
+            if self.quiet and not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
+                self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            if self.draining:
+                self.quiet = False
+            super().data_received(data)
 
         def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+            if self.draining:
+                cycle.keep_alive = False
             # `app` is not `self.app` when uvicorn answers 503 for its concurrency limit: leave that to uvicorn.
             if app is self.app:
                 route, scope = fast.match(cycle.scope)
@@ -65,6 +89,7 @@ def protocol_class(fast: FastPath) -> type | None:
 
 
 _STATUS_LINE: dict[int, bytes] = {}  # uvicorn's own status lines, filled by `protocol_class`
+IDLE_LINGER_S = 0.25  # how long an idle connection stays open, reading, once the server begins to stop
 
 
 def _known(protocol: Any, cycle: Any) -> bool:

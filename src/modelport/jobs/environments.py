@@ -14,6 +14,7 @@ import sysconfig
 import threading
 from pathlib import Path
 
+from modelport.backends.local import run_blocking
 from modelport.domain.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,11 @@ class EnvironmentBuilder:
             [uv, "pip", "install", "--quiet", "--python", str(staging / "bin" / "python"), *requirements],
         ]
         for command in steps:
-            result = subprocess.run(command, capture_output=True, text=True, env=run_env, timeout=1800)
+            try:
+                result = run_blocking("environment", env.name, command, python=False, env=run_env, timeout_s=1800)
+            except subprocess.TimeoutExpired:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise EnvironmentBuildFailed(f"{command[1]} {command[2]} did not finish within 1800 s") from None
             if result.returncode != 0:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise EnvironmentBuildFailed((result.stderr or result.stdout).strip()[-2000:])

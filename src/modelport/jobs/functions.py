@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modelport.backends.local import OwnedProcess, spawn
+
 
 class FunctionFailed(Exception):
     """The process could not give an answer: it did not load, died, or ran out of time."""
@@ -24,12 +26,14 @@ class FunctionSpec:
     function_path: str
     function_name: str
     log_path: Path  # the process's own stderr (not the executions' logs, which come back with each reply)
+    kind: str = "execution"  # in the server's process ledger: "execution" (elastic) or "warm" (low latency)
+    subject: str = ""  # the execution id, or the deployment a warm process serves
 
 
 class FunctionProcess:
     def __init__(self, spec: FunctionSpec) -> None:
         self.spec = spec
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: OwnedProcess | None = None
         self.lock = asyncio.Lock()  # one call at a time: replies are matched to requests by order
 
     @property
@@ -41,11 +45,12 @@ class FunctionProcess:
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(spec.log_path, "ab")
         try:
-            self.process = await asyncio.create_subprocess_exec(
-                spec.python or sys.executable, "-m", "modelport.jobs.function_runner", str(spec.code_dir),
-                spec.function_path, spec.function_name, stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, stderr=log, cwd=spec.code_dir, start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": _modelport_path()}, limit=64 * 1024 * 1024)
+            self.process = await spawn(
+                spec.kind, spec.subject, [spec.python or sys.executable, "-m", "modelport.jobs.function_runner",
+                                          str(spec.code_dir), spec.function_path, spec.function_name],
+                description=spec.function_name, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=log, cwd=spec.code_dir, env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                                    "PYTHONPATH": _modelport_path()}, limit=64 * 1024 * 1024)
         finally:
             log.close()
         hello = await self._read(timeout_s)
@@ -81,12 +86,9 @@ class FunctionProcess:
         if process.stdin is not None:
             process.stdin.close()
         try:
-            await asyncio.wait_for(process.wait(), 2)
+            await asyncio.wait_for(process.wait(), 2)  # it exits by itself when its stdin closes
         except asyncio.TimeoutError:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            process.signal(signal.SIGKILL)
             await process.wait()
 
 

@@ -11,13 +11,13 @@ import json
 import logging
 import os
 import shutil
-import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from modelport.backends.local import OwnedProcess, spawn
 from modelport.domain.jobs import PackageStatus, RunStatus, TaskKind, log_line
 from modelport.jobs.environments import EnvironmentBuildFailed, EnvironmentBuilder
 from modelport.services.auth import AuthService
@@ -30,7 +30,7 @@ class ActiveRun:
     def __init__(self, run_id: str, task_id: str) -> None:
         self.run_id = run_id
         self.task_id = task_id
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: OwnedProcess | None = None
         self.stop_reason: RunStatus | None = None  # set when we stop it: KILLED, TIMED_OUT or FAILURE (shutdown)
         self.done = asyncio.Event()
 
@@ -73,9 +73,10 @@ class RunSupervisor:
             info, token = await run_in_threadpool(self.auth.create, f"run {run.run_id}", "user")
             token_id = info.id
             entry = workdir / start.entrypoint
-            run.process = await asyncio.create_subprocess_exec(
-                python, entry.name, cwd=entry.parent, env=self._environment(run, token, folder),
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+            run.process = await spawn(
+                "task_run", run.run_id, [python, entry.name], description=f"task {run.task_id}", cwd=entry.parent,
+                env=self._environment(run, token, folder), stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE)
             await run_in_threadpool(self.jobs.mark_running, run.run_id, run.process.pid, token_id)
             with open(self.jobs.log_path(run.run_id), "a", buffering=1, encoding="utf-8") as log_file:
                 readers = [asyncio.ensure_future(self._copy_lines(run.process.stdout, "stdout", log_file)),
@@ -165,18 +166,11 @@ class RunSupervisor:
             out.write(log_line(name, line.decode("utf-8", errors="replace").rstrip("\n")) + "\n")
 
     async def _terminate(self, run: ActiveRun) -> int | None:
-        """SIGTERM to the whole process group, SIGKILL after the grace period."""
+        """SIGTERM to the whole process group, SIGKILL after the grace period (and to what outlived the leader)."""
         process = run.process
-        if process is None or process.returncode is not None:
-            return process.returncode if process else None
-        _signal_group(process.pid, signal.SIGTERM)
-        try:
-            return await asyncio.wait_for(process.wait(), self.kill_grace_s)
-        except asyncio.TimeoutError:
-            _signal_group(process.pid, signal.SIGKILL)
-            return await process.wait()
-        finally:
-            _signal_group(process.pid, signal.SIGKILL)  # children that ignored SIGTERM and outlived the leader
+        if process is None:
+            return None
+        return await process.stop(self.kill_grace_s)
 
     async def kill_task(self, task_id: str) -> None:
         runs = [r for r in self.active.values() if r.task_id == task_id]
@@ -188,34 +182,23 @@ class RunSupervisor:
         await run_in_threadpool(self.jobs.end_kill, task_id)
 
     async def shutdown(self) -> None:
+        """Every active run is stopped at once (each with its grace period), then recorded as failed."""
+        stopping = []
         for run in list(self.active.values()):
             run.stop_reason = RunStatus.FAILURE
             if run.process is not None:
-                await self._terminate(run)
+                stopping.append(self._terminate(run))
+        await asyncio.gather(*stopping, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def recover(self) -> None:
-        """Runs this server left running when it died: stop what survives of them, mark them failed."""
-        for run in await run_in_threadpool(self.jobs.active_runs, this_server=True):
-            if run.pid and _is_run_process(run.pid, run.id):
-                _signal_group(run.pid, signal.SIGKILL)
+        """Runs left active by a server that is gone (it has no row in `servers` any more: the ledger of this start
+        just cleared an earlier incarnation's, backends/ledger.py): revoke their tokens and record them as lost."""
+        for run in await run_in_threadpool(self.jobs.active_runs, orphaned=True):
             if run.token_id:
                 await run_in_threadpool(self.auth.revoke, run.token_id)
             await run_in_threadpool(self.jobs.finish_run, run.id, RunStatus.FAILURE,
-                                    reason="the server stopped while the run was active")
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _is_run_process(pid: int, run_id: str) -> bool:
-    try:
-        return f"MODELPORT_RUN_ID={run_id}".encode() in Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return False
+                                    reason="lost: the server stopped while the run was active (its processes "
+                                           "ended with it)")

@@ -384,7 +384,7 @@ class CraftAiService:
             with self.db.session() as s:
                 row = self._deployment(s, name)
                 pipeline = self._pipeline(s, row.pipeline_name)
-            spec = await self._function_spec(pipeline, f"deployment-{name}")
+            spec = await self._function_spec(pipeline, f"deployment-{name}", "warm", name)
             process = FunctionProcess(spec)
             await process.start(300)
             old = self.warm.pop(name, None)
@@ -395,10 +395,10 @@ class CraftAiService:
             log.warning("could not start the warm process of %s: %s", name, exc)
         self._notify(f"deployment:{name}")
 
-    async def _function_spec(self, pipeline: CraftPipeline, log_name: str) -> FunctionSpec:
+    async def _function_spec(self, pipeline: CraftPipeline, log_name: str, kind: str, subject: str) -> FunctionSpec:
         python = await run_in_threadpool(self.environments.python_for, list(pipeline.requirements))
         return FunctionSpec(python, self.code_dir(pipeline.package_sha), pipeline.function_path,
-                            pipeline.function_name, self.root / "logs" / f"{log_name}.log")
+                            pipeline.function_name, self.root / "logs" / f"{log_name}.log", kind, subject)
 
     # -- executions ---------------------------------------------------------------------------------------------------
     def environment_variables(self) -> dict[str, str]:
@@ -526,7 +526,7 @@ class CraftAiService:
             if process is not None and process.alive:
                 reply = await process.call(request, timeout)
             else:
-                spec = await self._function_spec(pipeline, f"execution-{execution_id}")
+                spec = await self._function_spec(pipeline, f"execution-{execution_id}", "execution", execution_id)
                 reply = await run_once(spec, request, timeout)
                 if mode == "low_latency" and deployment is not None:
                     self._spawn(self.start_warm(deployment))  # it died: bring it back for the next one

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from modelport.domain.errors import InvalidInput, NotFound
@@ -29,7 +29,7 @@ from modelport.jobs.packages import ArchiveLimits, extract_zip, inspect_zip
 from modelport.services.registry import get_workspace_row
 from modelport.store.artifacts import ArtifactStore
 from modelport.store.database import Database
-from modelport.store.tables import Orchestration, Task, TaskRun, utcnow
+from modelport.store.tables import Orchestration, ServerRecord, Task, TaskRun, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -404,13 +404,16 @@ class JobService:
                 shutil.rmtree(self.runs_dir / run.id, ignore_errors=True)
             task.status, task.updated_at = TaskStatus.KILLED.value, utcnow()
 
-    def active_runs(self, task_id: str | None = None, *, this_server: bool = False) -> list[TaskRun]:
+    def active_runs(self, task_id: str | None = None, *, orphaned: bool = False) -> list[TaskRun]:
+        """Pending or running runs (of one task); `orphaned`: only those whose server is gone (it has no row in
+        `servers`: it died, and the ledger of its next start or of a live server removed its row)."""
         with self.db.session() as s:
             query = select(TaskRun).where(TaskRun.status.in_([RunStatus.PENDING.value, RunStatus.RUNNING.value]))
             if task_id is not None:
                 query = query.where(TaskRun.task_id == task_id)
-            if this_server:
-                query = query.where(TaskRun.server_id == self.server_id)
+            if orphaned:
+                live_servers = select(ServerRecord.id)
+                query = query.where(or_(TaskRun.server_id.is_(None), TaskRun.server_id.not_in(live_servers)))
             return list(s.scalars(query))
 
     def last_runs(self, task_id: str, limit: int) -> list[TaskRun]:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Coroutine
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from modelport.backends import local
+from modelport.backends.ledger import Recovery, ServerLedger
 from modelport.domain.deployments import VariantSpec
-
 from modelport.jobs.environments import EnvironmentBuilder
 from modelport.jobs.packages import ArchiveLimits
 from modelport.jobs.scheduler import Scheduler
@@ -37,6 +37,8 @@ class Platform:
         if not settings.dataiku_import_roots:  # the default import folder exists, ready for bundles to be dropped in
             (settings.resolved_home / "dataiku-imports").mkdir(exist_ok=True)
         self.db = Database(settings.resolved_database_url)
+        self.ledger = ServerLedger(self.db, home=settings.resolved_home, url=settings.base_url)
+        self.recovery = Recovery()
         self.artifacts = ArtifactStore(settings.artifacts_dir)
         self.auth = AuthService(self.db)
         self.registry = RegistryService(self.db, self.artifacts, max_upload_bytes=settings.max_upload_bytes)
@@ -58,7 +60,7 @@ class Platform:
             self.db, self.artifacts, self.environments, settings.resolved_home, max_upload_bytes=settings.max_upload_bytes,
             limits=ArchiveLimits(settings.max_archive_entries, settings.max_archive_bytes, settings.max_compression_ratio),
             allow_second_schedules=settings.allow_second_schedules, run_history=settings.run_history,
-            server_id=f"{socket.gethostname()}:{settings.resolved_home}:{settings.port}")
+            server_id=self.ledger.id)
         self.supervisor = RunSupervisor(self.jobs, self.auth, self.environments, settings.base_url,
                                         kill_grace_s=settings.kill_grace_s)
         self.scheduler = Scheduler(self.jobs, self.supervisor)
@@ -78,8 +80,11 @@ class Platform:
         self._background: set[asyncio.Task[Any]] = set()
 
     def start(self) -> str | None:
-        """Migrate the schema, install the first admin token (returned in plaintext once), start background work."""
+        """Migrate the schema, end what an earlier run of this server left, install the first admin token (returned
+        in plaintext once), start background work."""
         self.db.migrate()
+        self.recovery = self.ledger.register()  # before this server starts any process of its own
+        local.install(self.ledger)
         admin_token = self.auth.bootstrap_admin(self.settings.admin_token)
         if admin_token is not None:
             path = self.settings.admin_token_file
@@ -128,4 +133,6 @@ class Platform:
 
     def stop(self) -> None:
         self._verifier.stop()
+        local.install(None)
+        self.ledger.deregister()
         self.db.close()

@@ -90,7 +90,7 @@ class Variant:
         route = self.deployment.spec.route.replace("/", "-")  # the name is also a file name (socket, log)
         name = f"engine-{route}-{self.spec.name}-{next(self.serials)}"
         replica = Replica(name, self.spec.worker_spec(), self.run_dir, python=self.python,
-                          on_exit=self._replica_exited)
+                          on_exit=self._replica_exited, variant=f"{self.deployment.spec.key}/{self.spec.name}")
         self.replicas.append(replica)
         self._starting += 1
         try:
@@ -144,6 +144,12 @@ class Variant:
             task.cancel()
         await asyncio.gather(*(r.stop() for r in self.replicas), return_exceptions=True)
         self.replicas.clear()
+        # A batch whose replica just stopped under it hands its requests back to the queue for another try: once
+        # those batches have ended, nothing will ever serve the queue again, so answer it.
+        deadline = time.monotonic() + 1.0
+        while self.batcher.in_flight_batches and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        self.batcher.fail_all(NotReady("the deployment was stopped"))
 
     async def drain_and_stop(self, timeout_s: float) -> None:
         try:

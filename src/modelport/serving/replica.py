@@ -35,8 +35,9 @@ class Replica:
     STARTING, RUNNING, ERROR, STOPPED = "Starting", "Running", "Error", "Stopped"
 
     def __init__(self, name: str, spec: dict[str, Any], run_dir: Path, *, python: str | None = None,
-                 on_exit: Callable[[Replica], None] | None = None) -> None:
+                 on_exit: Callable[[Replica], None] | None = None, variant: str = "") -> None:
         self.name = name
+        self.variant = variant  # what it serves, as the server's process ledger names it
         self.spec = spec
         self.run_dir = run_dir
         self.python = python
@@ -62,7 +63,8 @@ class Replica:
         spec = {**self.spec, "socket": str(socket_path), "workdir": str(self.run_dir / self.name)}
         spec_path = self.run_dir / f"{self.name}.json"
         spec_path.write_text(json.dumps(spec))
-        self.process = await start_replica(spec_path, self.run_dir / f"{self.name}.log", python=self.python)
+        self.process = await start_replica(spec_path, self.run_dir / f"{self.name}.log", python=self.python,
+                                           subject=self.variant)
         try:
             line = await self.process.first_line(timeout_s)
             report = json.loads(line) if line else {"error": "exited before loading: " + self.process.log_tail()}

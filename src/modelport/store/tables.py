@@ -388,3 +388,40 @@ class CraftEnvironmentVariable(Base):
 
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class ServerRecord(Base):
+    """One incarnation of `modelport serve`: a row per start, its heartbeat kept fresh while it runs, removed on a
+    clean stop. `name` is the server's identity across restarts (host and home folder); `pid` with `pid_start`
+    (/proc start time) and `boot_id` say whether that incarnation still runs, without mistaking a reused pid."""
+
+    __tablename__ = "servers"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(1024), index=True)
+    home: Mapped[str] = mapped_column(Text)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    pid_start: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    boot_id: Mapped[str] = mapped_column(String(64), default="")
+    url: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ServerProcess(Base):
+    """A process a server started and owns (a replica, a task run, a Craft AI execution or warm process, a model
+    check, an environment build): written when it starts, removed when it ends. `start_time` (/proc start time)
+    makes (pid, start_time) name one process for good; `pgid` reaches what it started."""
+
+    __tablename__ = "server_processes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    server_id: Mapped[str] = mapped_column(ForeignKey("servers.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # replica | task_run | execution | warm | model_check | environment
+    subject: Mapped[str] = mapped_column(String(512), default="")  # the variant, run id, deployment, ... it serves
+    description: Mapped[str] = mapped_column(Text, default="")
+    pid: Mapped[int] = mapped_column(Integer)
+    pgid: Mapped[int] = mapped_column(Integer)
+    start_time: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
