@@ -50,10 +50,12 @@ def serve(
     port: Annotated[Optional[int], typer.Option(help="Port [env MODELPORT_PORT, default 8080]")] = None,
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    artifacts: Annotated[Optional[str], typer.Option(help="Artifact folder or s3://bucket/prefix [env "
+                                                     "MODELPORT_ARTIFACTS, default <home>/artifacts]")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning")] = "info",
 ) -> None:
     """Start the platform: migrate the database, then serve every API on one port."""
-    settings = load_settings(host=host, port=port, home=home, database_url=database_url)
+    settings = load_settings(host=host, port=port, home=home, database_url=database_url, artifacts=artifacts)
     # Loading the platform and bringing deployments back takes seconds: say so at once, so nobody wonders.
     console.print(f"modelport: starting on {settings.base_url} (data in {settings.resolved_home}); loading...",
                   highlight=False)

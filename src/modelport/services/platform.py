@@ -26,7 +26,7 @@ from modelport.services.inference_log import InferenceLogService
 from modelport.services.pipelines import PipelineService
 from modelport.services.registry import ModelVerifier, RegistryService
 from modelport.settings import Settings
-from modelport.store.artifacts import ArtifactStore
+from modelport.store.artifacts import open_artifact_store
 from modelport.store.database import Database
 
 
@@ -37,7 +37,8 @@ class Platform:
         if not settings.dataiku_import_roots:  # the default import folder exists, ready for bundles to be dropped in
             (settings.resolved_home / "dataiku-imports").mkdir(exist_ok=True)
         self.db = Database(settings.resolved_database_url)
-        self.artifacts = ArtifactStore(settings.artifacts_dir)
+        self.artifacts = open_artifact_store(settings.artifacts_location, settings.artifact_cache_dir,
+                                             s3_endpoint_url=settings.s3_endpoint_url)
         self.auth = AuthService(self.db)
         self.registry = RegistryService(self.db, self.artifacts, max_upload_bytes=settings.max_upload_bytes)
         self.pipelines = PipelineService(self.db, self.registry)
