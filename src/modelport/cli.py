@@ -59,6 +59,13 @@ def serve(
     # Loading the platform and bringing deployments back takes seconds: say so at once, so nobody wonders.
     console.print(f"modelport: starting on {settings.base_url} (data in {settings.resolved_home}); loading...",
                   highlight=False)
+    from modelport.store.database import DatabaseInUse, claim_sqlite
+
+    try:
+        database_lock = claim_sqlite(settings.resolved_database_url)  # held until this process ends
+    except DatabaseInUse as exc:
+        console.print(f"[red]modelport: {exc}[/]", highlight=False)
+        raise typer.Exit(1) from None
     import uvicorn
 
     from modelport.api.app import create_app
@@ -79,6 +86,7 @@ def serve(
                             timeout_graceful_shutdown=10, proxy_headers=False,
                             server_header=False, date_header=False)
     Server(config).run()
+    del database_lock
 
 
 def _print_banner(settings: Settings, admin_token: str | None) -> None:
