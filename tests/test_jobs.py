@@ -347,10 +347,13 @@ def test_schedules_survive_a_restart_and_interrupted_runs_are_failed(tmp_path, f
 
 
 def test_two_servers_on_one_database_never_fire_a_tick_twice(tmp_path, fresh_database_url) -> None:
-    env = {"MODELPORT_ALLOW_SECOND_SCHEDULES": "1"}
-    home = tmp_path / "home"  # shared: the second server needs the first one's artifacts (a shared folder in scale-out)
-    first = Server(home, database_url=fresh_database_url, env=env).start()
-    second = Server(home, database_url=fresh_database_url, env=env)
+    if fresh_database_url is None:
+        pytest.skip("several servers share a PostgreSQL database; on SQLite a second server refuses to start "
+                    "(test_serve_and_cli)")
+    # each server has a home of its own; the artifacts live in a folder both reach (a shared mount in scale-out)
+    env = {"MODELPORT_ALLOW_SECOND_SCHEDULES": "1", "MODELPORT_ARTIFACTS": str(tmp_path / "artifacts")}
+    first = Server(tmp_path / "first", database_url=fresh_database_url, env=env).start()
+    second = Server(tmp_path / "second", database_url=fresh_database_url, env=env)
     try:
         ws = first.post("/v1/api/workspaces/create", {"workspace_name": "twins"}).json()["workspace_id"]
         orchestration = ready_orchestration(first, ws, {"main.py": b"print('once per tick')\n"})

@@ -103,3 +103,22 @@ def test_token_cli_creates_lists_and_revokes(tmp_path, fresh_database_url) -> No
         assert run_cli("token", "revoke", "no-such-id", env=env).returncode == 1
     finally:
         srv.stop()
+
+
+def test_a_second_server_on_one_sqlite_database_refuses_to_start(tmp_path) -> None:
+    """SQLite is the one-server default: a second server on the same file (same home or not) says so and stops,
+    and the first one serves on, untouched."""
+    database = f"sqlite:///{tmp_path / 'one.db'}"
+    first = Server(tmp_path / "first", database_url=database).start()
+    try:
+        for home in (first.home, tmp_path / "second"):
+            result = run_cli("serve", "--port", str(free_port()), "--home", str(home), "--database-url", database,
+                             env={"MODELPORT_ADMIN_TOKEN": first.token})
+            assert result.returncode == 1, result.stdout + result.stderr
+            assert "another modelport server already serves the SQLite database" in result.stdout
+            assert "Traceback" not in result.stdout + result.stderr
+        assert first.post("/v1/api/workspaces/list", {}).status_code == 200
+    finally:
+        first.stop()
+    restarted = Server(tmp_path / "first", database_url=database).start()  # the lock ends with its server
+    restarted.stop()

@@ -50,6 +50,8 @@ def serve(
     port: Annotated[Optional[int], typer.Option(help="Port [env MODELPORT_PORT, default 8080]")] = None,
     home: HomeOption = None,
     database_url: DatabaseOption = None,
+    artifacts: Annotated[Optional[str], typer.Option(help="Artifact folder or s3://bucket/prefix [env "
+                                                     "MODELPORT_ARTIFACTS, default <home>/artifacts]")] = None,
     drain_timeout: Annotated[Optional[float], typer.Option(
         "--drain-timeout", help="Seconds requests in flight get to finish on SIGTERM [env MODELPORT_DRAIN_TIMEOUT_S, "
         "default 10]")] = None,
@@ -57,11 +59,18 @@ def serve(
 ) -> None:
     """Start the platform: migrate the database, then serve every API on one port. SIGTERM stops it gracefully:
     no new connections, requests in flight finish (within the drain timeout), then replicas and runs stop."""
-    settings = load_settings(host=host, port=port, home=home, database_url=database_url,
+    settings = load_settings(host=host, port=port, home=home, database_url=database_url, artifacts=artifacts,
                              drain_timeout_s=drain_timeout)
     # Loading the platform and bringing deployments back takes seconds: say so at once, so nobody wonders.
     console.print(f"modelport: starting on {settings.base_url} (data in {settings.resolved_home}); loading...",
                   highlight=False)
+    from modelport.store.database import DatabaseInUse, claim_sqlite
+
+    try:
+        database_lock = claim_sqlite(settings.resolved_database_url)  # held until this process ends
+    except DatabaseInUse as exc:
+        console.print(f"[red]modelport: {exc}[/]", highlight=False)
+        raise typer.Exit(1) from None
     import uvicorn
 
     from modelport.api.app import create_app
@@ -77,6 +86,7 @@ def serve(
                             server_header=False, date_header=False)
     DrainingServer(config, drain_timeout_s=settings.drain_timeout_s,
                    on_started=lambda: _print_banner(settings, created[0] if created else None)).run()
+    del database_lock
 
 
 def _print_banner(settings: Settings, admin_token: str | None) -> None:

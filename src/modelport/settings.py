@@ -18,6 +18,10 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(default=None, min_length=16, description="Admin token to install on first start "
                                     "(automation); at least 16 characters.")
     public_url: str | None = Field(default=None, description="Base URL clients use; default http://host:port.")
+    artifacts: str | None = Field(default=None, description="Where model and package artifacts live: a folder (a "
+                                  "mount every server of a platform shares) or s3://bucket/prefix (with "
+                                  "MODELPORT_S3_ENDPOINT_URL and the standard AWS credentials); default "
+                                  "<home>/artifacts.")
 
     max_upload_bytes: int = Field(default=2 * 1024**3, description="Largest accepted upload (model, package).")
     max_json_bytes: int = Field(default=16 * 1024**2, description="Largest accepted JSON control-plane body.")
@@ -44,7 +48,7 @@ class Settings(BaseSettings):
     sagemaker_file_roots: list[Path] = Field(default_factory=list, description="Folders a file:// ModelDataUrl may "
                                              "read from (JSON list); none by default.")
     s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint for s3:// ModelDataUrl "
-                                        "(credentials from the standard AWS settings).")
+                                        "and s3:// artifacts (credentials from the standard AWS settings).")
     dataiku_import_roots: list[Path] = Field(default_factory=list, description="Folders `importFromArchive?filePath=` "
                                              "may read bundles from (JSON list); default: <home>/dataiku-imports.")
     max_archive_entries: int = Field(default=10_000, description="Most files an uploaded ZIP may hold.")
@@ -66,8 +70,13 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{self.resolved_home / 'modelport.db'}"
 
     @property
-    def artifacts_dir(self) -> Path:
-        return self.resolved_home / "artifacts"
+    def artifacts_location(self) -> str:
+        return self.artifacts or str(self.resolved_home / "artifacts")
+
+    @property
+    def artifact_cache_dir(self) -> Path:
+        """With a bucket, the blobs this server has used, kept locally."""
+        return self.resolved_home / "artifact-cache"
 
     @property
     def admin_token_file(self) -> Path:

@@ -26,7 +26,7 @@ from modelport.services.inference_log import InferenceLogService
 from modelport.services.pipelines import PipelineService
 from modelport.services.registry import ModelVerifier, RegistryService
 from modelport.settings import Settings
-from modelport.store.artifacts import ArtifactStore
+from modelport.store.artifacts import open_artifact_store
 from modelport.store.database import Database
 
 
@@ -39,7 +39,8 @@ class Platform:
         self.db = Database(settings.resolved_database_url)
         self.ledger = ServerLedger(self.db, home=settings.resolved_home, url=settings.base_url)
         self.recovery = Recovery()
-        self.artifacts = ArtifactStore(settings.artifacts_dir)
+        self.artifacts = open_artifact_store(settings.artifacts_location, settings.artifact_cache_dir,
+                                             s3_endpoint_url=settings.s3_endpoint_url)
         self.auth = AuthService(self.db)
         self.registry = RegistryService(self.db, self.artifacts, max_upload_bytes=settings.max_upload_bytes)
         self.pipelines = PipelineService(self.db, self.registry)

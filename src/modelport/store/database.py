@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -44,6 +47,31 @@ def make_engine(url: str) -> Engine:
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, json_serializer=json_text,
                          json_deserializer=orjson.loads)
+
+
+class DatabaseInUse(Exception):
+    """Another server already serves this SQLite database."""
+
+
+def claim_sqlite(url: str) -> IO[bytes] | None:
+    """Hold an exclusive lock beside a SQLite database for as long as the returned file stays open (the process's
+    life: the kernel drops it even on kill -9). SQLite is the one-server default: a second server on the same file
+    would run every deployment and schedule twice, so it must refuse to start. PostgreSQL (None here) is how several
+    servers share one platform."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = open(f"{path}.lock", "ab")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise DatabaseInUse(f"another modelport server already serves the SQLite database {path}; stop it first, or "
+                            "run several servers on one PostgreSQL database (--database-url postgresql+psycopg://...)"
+                            ) from None
+    return lock
 
 
 def migrate(engine: Engine) -> None:
