@@ -78,7 +78,7 @@ class Server:
         self.process: subprocess.Popen[str] | None = None
         self.log_path = home.parent / f"{home.name}-server.log"
 
-    def start(self, timeout: float = 60.0) -> Server:
+    def start(self, timeout: float = 120.0) -> Server:
         env = {**os.environ, "MODELPORT_ADMIN_TOKEN": ADMIN_TOKEN, "MODELPORT_HOME": str(self.home),
                "MODELPORT_PORT": str(self.port), "MODELPORT_HOST": "127.0.0.1", **self.extra_env}
         env.pop("MODELPORT_DATABASE_URL", None)
