@@ -91,8 +91,10 @@ def _auth_service(home: Path | None, database_url: str | None):  # type: ignore[
     from modelport.services.auth import AuthService
     from modelport.store.database import Database
 
+    from modelport.store.home import prepare_home
+
     settings = load_settings(home=home, database_url=database_url)
-    settings.resolved_home.mkdir(parents=True, exist_ok=True)
+    prepare_home(settings.resolved_home)
     db = Database(settings.resolved_database_url)
     db.migrate()
     return AuthService(db)
@@ -110,8 +112,12 @@ def token_create(
     if aws:
         from modelport.services.sagemaker import SageMakerService
 
+        from modelport.store.secrets import SecretBox
+
+        settings = load_settings(home=home, database_url=database_url)
         service = SageMakerService(_auth_service(home, database_url).db, None, Path("."), account_id="",  # type: ignore[arg-type]
-                                   file_roots=[], s3_endpoint_url=None, max_artifact_bytes=0)
+                                   file_roots=[], s3_endpoint_url=None, max_artifact_bytes=0,
+                                   secrets=SecretBox.for_home(settings.resolved_home, settings.secret_key))
         key, secret = service.create_key(name)
         console.print(f"aws_access_key_id:     {key}\naws_secret_access_key: [bold]{secret}[/]", highlight=False)
         return

@@ -16,6 +16,10 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".modelport"), description="Folder for the SQLite database and artifacts.")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite file in home.")
     admin_token: str | None = Field(default=None, description="Admin token to install on first start (automation).")
+    secret_key: str | None = Field(default=None, description="Key that seals secrets at rest (a Fernet key or a "
+                                   "passphrase of 32+ characters); default: <home>/secret.key, created on first "
+                                   "start (0600). Servers sharing a database must share it.")
+    session_ttl_s: float = Field(default=8 * 3600.0, description="Lifetime of a console (dashboard) session.")
     public_url: str | None = Field(default=None, description="Base URL clients use; default http://host:port.")
 
     max_upload_bytes: int = Field(default=2 * 1024**3, description="Largest accepted upload (model, package).")

@@ -35,6 +35,7 @@ from modelport.jobs.functions import FunctionFailed, FunctionProcess, FunctionSp
 from modelport.jobs.packages import extract_tar
 from modelport.store.artifacts import ArtifactStore
 from modelport.store.database import Database
+from modelport.store.secrets import SecretBox
 from modelport.store.tables import (
     CraftDeployment, CraftEnvironmentVariable, CraftExecution, CraftPipeline, utcnow,
 )
@@ -55,8 +56,10 @@ def _hash(token: str) -> str:
 
 class CraftAiService:
     def __init__(self, db: Database, artifacts: ArtifactStore, environments: EnvironmentBuilder, root: Path, *,
-                 max_upload_bytes: int, allow_second_schedules: bool, default_timeout_s: float = 3600.0) -> None:
+                 max_upload_bytes: int, allow_second_schedules: bool, secrets: SecretBox,
+                 default_timeout_s: float = 3600.0) -> None:
         self.db = db
+        self.secrets = secrets  # environment variable values are sealed at rest
         self.artifacts = artifacts
         self.environments = environments
         self.root = root
@@ -403,7 +406,12 @@ class CraftAiService:
     # -- executions ---------------------------------------------------------------------------------------------------
     def environment_variables(self) -> dict[str, str]:
         with self.db.session() as s:
-            return {v.name: v.value for v in s.scalars(select(CraftEnvironmentVariable))}
+            return {v.name: self.secrets.open(v.value) for v in s.scalars(select(CraftEnvironmentVariable))}
+
+    def environment_variable_names(self) -> list[str]:
+        """What the API shows: which variables are set, never their values."""
+        with self.db.session() as s:
+            return list(s.scalars(select(CraftEnvironmentVariable.name).order_by(CraftEnvironmentVariable.name)))
 
     def set_environment_variable(self, name: Any, value: Any) -> None:
         if not isinstance(name, str) or not name or len(name) > 255 or not isinstance(value, str):
@@ -411,9 +419,9 @@ class CraftAiService:
         with self.db.session() as s:
             row = s.get(CraftEnvironmentVariable, name)
             if row is None:
-                s.add(CraftEnvironmentVariable(name=name, value=value))
+                s.add(CraftEnvironmentVariable(name=name, value=self.secrets.seal(value)))
             else:
-                row.value = value
+                row.value = self.secrets.seal(value)
 
     def delete_environment_variable(self, name: str) -> dict[str, Any]:
         with self.db.session() as s:
@@ -466,7 +474,9 @@ class CraftAiService:
             records.append({"pipeline_input_name": name, "data_type": parameter.data_type,
                             "mapping_type": rules.MAPPING_TYPES[source],
                             "mapping_value": {k: v for k, v in entry.items() if k != "pipeline_input_name"},
-                            "value": values.get(name) if parameter.data_type != "file" else None})
+                            # an environment variable's value is a secret: the execution records that it was used
+                            "value": values.get(name) if parameter.data_type != "file"
+                            and source != "environment_variable_name" else None})
         unknown = set(given) - {e.get("endpoint_input_name") for e in mapping}
         if unknown and mapping is not None:
             raise InvalidInput(f"unknown input {sorted(unknown)[0]!r}", field=sorted(unknown)[0])

@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from modelport.domain.errors import InvalidInput, NotFound
 from modelport.domain.jobs import (
@@ -29,6 +30,7 @@ from modelport.jobs.packages import ArchiveLimits, extract_zip, inspect_zip
 from modelport.services.registry import get_workspace_row
 from modelport.store.artifacts import ArtifactStore
 from modelport.store.database import Database
+from modelport.store.secrets import SecretBox
 from modelport.store.tables import Orchestration, Task, TaskRun, utcnow
 
 log = logging.getLogger(__name__)
@@ -60,8 +62,9 @@ class RunStart:
 class JobService:
     def __init__(self, db: Database, artifacts: ArtifactStore, environments: EnvironmentBuilder, root: Path, *,
                  max_upload_bytes: int, limits: ArchiveLimits, allow_second_schedules: bool = False,
-                 run_history: int = 100, server_id: str = "") -> None:
+                 run_history: int = 100, server_id: str = "", secrets: SecretBox) -> None:
         self.db = db
+        self.secrets = secrets  # task arguments are sealed at rest
         self.artifacts = artifacts
         self.environments = environments
         self.packages_dir = root / "packages"
@@ -220,14 +223,19 @@ class JobService:
                                    f"{orchestration.status_reason}", field="orch_id")
             task = Task(id=str(uuid.uuid4()), workspace_id=workspace_id, orchestration_id=orchestration_id,
                         name=name, kind=kind.value, schedule=schedule, overlap=policy.value, timeout_s=timeout_s,
-                        arguments=arguments, status=TaskStatus.PENDING.value, owner_id=owner,
+                        arguments=self.secrets.seal_json(arguments), status=TaskStatus.PENDING.value, owner_id=owner,
                         next_fire_at=next_fire(schedule, now) if schedule else None, created_at=now, updated_at=now)
             s.add(task)
             run = None
             if kind is not TaskKind.SCHEDULED:
                 s.flush()
                 run = self._new_run(s, task, tick=f"seq-{uuid.uuid4().hex}")
-            return task, run
+        return self._opened(task), run
+
+    def _opened(self, task: Task) -> Task:
+        """The detached row with its arguments in plain text (set as loaded: never written back)."""
+        set_committed_value(task, "arguments", self.secrets.open_json(task.arguments))
+        return task
 
     def _new_run(self, s: Any, task: Task, tick: str) -> TaskRun:
         run = TaskRun(id=str(uuid.uuid4()), task_id=task.id, tick=tick, status=RunStatus.PENDING.value,
@@ -237,7 +245,7 @@ class JobService:
         return run
 
     def task(self, task_id: str) -> Task:
-        return self._get(Task, task_id, "task", "id")
+        return self._opened(self._get(Task, task_id, "task", "id"))
 
     def tasks(self, workspace_id: int | None = None, *, killed: bool | None = None,
               orchestration_id: str | None = None) -> list[Task]:
@@ -250,7 +258,8 @@ class JobService:
                 query = query.where(Task.killed == killed)
             if orchestration_id is not None:
                 query = query.where(Task.orchestration_id == orchestration_id)
-            return list(s.scalars(query))
+            rows = list(s.scalars(query))
+        return [self._opened(t) for t in rows]
 
     def tasks_by_sha(self, sha: str) -> list[str]:
         with self.db.session() as s:
@@ -300,7 +309,8 @@ class JobService:
             if orchestration.status != PackageStatus.READY.value:
                 raise NotReadyYet(orchestration.status, orchestration.status_reason)
             return RunStart(run.id, task.id, self.unpacked(orchestration.sha), orchestration.entrypoint,
-                            orchestration.requirements, dict(task.arguments or {}), task.timeout_s)
+                            orchestration.requirements, dict(self.secrets.open_json(task.arguments) or {}),
+                            task.timeout_s)
 
     def mark_running(self, run_id: str, pid: int, token_id: str) -> None:
         with self.db.session() as s:
@@ -390,7 +400,7 @@ class JobService:
                 task.status = TaskStatus.PENDING_KILL.value
                 task.next_fire_at = None
                 task.updated_at = utcnow()
-            return task
+        return self._opened(task)
 
     def end_kill(self, task_id: str) -> None:
         """Runs are stopped: mark them killed, delete their logs (the seed's kill semantics)."""

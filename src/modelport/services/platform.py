@@ -28,12 +28,15 @@ from modelport.services.registry import ModelVerifier, RegistryService
 from modelport.settings import Settings
 from modelport.store.artifacts import ArtifactStore
 from modelport.store.database import Database
+from modelport.store.home import prepare_home
+from modelport.store.secrets import SecretBox, seal_plain_rows
 
 
 class Platform:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        settings.resolved_home.mkdir(parents=True, exist_ok=True)
+        prepare_home(settings.resolved_home)
+        self.secrets = SecretBox.for_home(settings.resolved_home, settings.secret_key)
         self.db = Database(settings.resolved_database_url)
         self.artifacts = ArtifactStore(settings.artifacts_dir)
         self.auth = AuthService(self.db)
@@ -56,14 +59,14 @@ class Platform:
             self.db, self.artifacts, self.environments, settings.resolved_home, max_upload_bytes=settings.max_upload_bytes,
             limits=ArchiveLimits(settings.max_archive_entries, settings.max_archive_bytes, settings.max_compression_ratio),
             allow_second_schedules=settings.allow_second_schedules, run_history=settings.run_history,
-            server_id=f"{socket.gethostname()}:{settings.resolved_home}:{settings.port}")
+            server_id=f"{socket.gethostname()}:{settings.resolved_home}:{settings.port}", secrets=self.secrets)
         self.supervisor = RunSupervisor(self.jobs, self.auth, self.environments, settings.base_url,
                                         kill_grace_s=settings.kill_grace_s)
         self.scheduler = Scheduler(self.jobs, self.supervisor)
         self.sagemaker = SageMakerService(
             self.db, self.plane, settings.resolved_home / "sagemaker", account_id=settings.aws_account_id,
             file_roots=settings.sagemaker_file_roots, s3_endpoint_url=settings.s3_endpoint_url,
-            max_artifact_bytes=settings.max_upload_bytes)
+            max_artifact_bytes=settings.max_upload_bytes, secrets=self.secrets)
         self.dataiku = DataikuServices(
             self.db, self.plane, self.artifacts, settings.resolved_home / "dataiku",
             import_roots=settings.resolved_import_roots, max_bundle_bytes=settings.max_upload_bytes,
@@ -71,13 +74,14 @@ class Platform:
             check_timeout_s=settings.model_check_timeout_s)
         self.craftai = CraftAiService(self.db, self.artifacts, self.environments, settings.resolved_home / "craftai",
                                       max_upload_bytes=settings.max_upload_bytes,
-                                      allow_second_schedules=settings.allow_second_schedules)
+                                      allow_second_schedules=settings.allow_second_schedules, secrets=self.secrets)
         self.craftai_tokens = AccessTokens(settings.resolved_home / "craftai-signing.key")
         self._background: set[asyncio.Task[Any]] = set()
 
     def start(self) -> str | None:
         """Migrate the schema, install the first admin token (returned in plaintext once), start background work."""
         self.db.migrate()
+        seal_plain_rows(self.db, self.secrets)
         admin_token = self.auth.bootstrap_admin(self.settings.admin_token)
         if admin_token is not None:
             path = self.settings.admin_token_file

@@ -30,6 +30,7 @@ from modelport.jobs.environments import normalise
 from modelport.jobs.packages import extract_tar
 from modelport.serving.plane import ServingPlane
 from modelport.store.database import Database
+from modelport.store.secrets import SecretBox
 from modelport.store.tables import (
     AwsAccessKey, SageMakerEndpoint, SageMakerEndpointConfig, SageMakerModel, utcnow,
 )
@@ -74,8 +75,10 @@ def framework_of(image: str) -> str:
 
 class SageMakerService:
     def __init__(self, db: Database, plane: ServingPlane, root: Path, *, account_id: str,
-                 file_roots: list[Path], s3_endpoint_url: str | None, max_artifact_bytes: int) -> None:
+                 file_roots: list[Path], s3_endpoint_url: str | None, max_artifact_bytes: int,
+                 secrets: SecretBox) -> None:
         self.db = db
+        self.secrets = secrets  # access keys' secrets are sealed at rest; SigV4 needs them in plain text
         self.plane = plane
         self.root = root
         self.account_id = account_id
@@ -86,12 +89,20 @@ class SageMakerService:
         self._secrets: dict[str, tuple[str, float]] = {}
 
     # -- access keys ---------------------------------------------------------------------------------------------------
-    def create_key(self, name: str) -> tuple[str, str]:
+    def create_key(self, name: str, *, user_id: str | None = None,
+                   workspace_id: int | None = None) -> tuple[str, str]:
+        """A new key pair; the secret is returned this once and stored sealed. A key bound to a workspace acts in
+        it (see services/access.py); an unbound key, made by an admin, sees every workspace."""
         access_key = "AKMP" + secrets.token_hex(8).upper()
         secret = secrets.token_urlsafe(30)
         with self.db.session() as s:
-            s.add(AwsAccessKey(access_key_id=access_key, secret=secret, name=name))
+            s.add(AwsAccessKey(access_key_id=access_key, secret=self.secrets.seal(secret), name=name,
+                               user_id=user_id, workspace_id=workspace_id, created_at=utcnow()))
         return access_key, secret
+
+    def forget_key(self, access_key: str) -> None:
+        """Drop a revoked key from the cache: refused from the next request on."""
+        self._secrets.pop(access_key, None)
 
     def cached_secret(self, access_key: str) -> str | None:
         """A recently verified key's secret, without I/O (the invocation hot path)."""
@@ -107,8 +118,12 @@ class SageMakerService:
                                      "The security token included in the request is invalid.", 403)
             if len(self._secrets) > 10_000:
                 self._secrets.clear()
-            self._secrets[access_key] = (row.secret, time.monotonic() + 5.0)
-            return row.secret
+            secret = self.secrets.open(row.secret)
+            now = utcnow()
+            if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
+                row.last_used_at = now
+            self._secrets[access_key] = (secret, time.monotonic() + 5.0)
+            return secret
 
     def arn(self, kind: str, name: str, region: str) -> str:
         return f"arn:aws:sagemaker:{region}:{self.account_id}:{kind}/{name.lower()}"
