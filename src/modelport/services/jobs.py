@@ -27,6 +27,7 @@ from modelport.domain.jobs import (
 )
 from modelport.jobs.environments import EnvironmentBuildFailed, EnvironmentBuilder, normalise
 from modelport.jobs.packages import ArchiveLimits, extract_zip, inspect_zip
+from modelport.services.access import require_visible, visible_workspaces
 from modelport.services.registry import get_workspace_row
 from modelport.store.artifacts import ArtifactStore
 from modelport.store.database import Database
@@ -57,6 +58,7 @@ class RunStart:
     requirements: str
     arguments: dict[str, Any]
     timeout_s: int | None
+    workspace_id: int | None = None  # the run's token acts in the task's workspace only
 
 
 class JobService:
@@ -120,13 +122,18 @@ class JobService:
                 for workspace_id in workspace_ids:
                     get_workspace_row(s, workspace_id)
                 query = query.where(Orchestration.workspace_id.in_(workspace_ids))
+            elif (visible := visible_workspaces(s)) is not None:
+                query = query.where(Orchestration.workspace_id.in_(visible))
             return list(s.scalars(query))
 
     def _get(self, table: Any, key: str, what: str, field: str) -> Any:
+        """The row, if it exists in a workspace the caller may see (services/access.py)."""
         with self.db.session() as s:
             row = s.get(table, key)
             if row is None:
                 raise NotFound(f"{what} {key!r} not found", field=field)
+            owner = s.get(Task, row.task_id) if isinstance(row, TaskRun) else row
+            require_visible(s, owner.workspace_id if owner is not None else None, f"{what} {key!r}", field)
             return row
 
     def orchestration(self, orchestration_id: str) -> Orchestration:
@@ -254,6 +261,8 @@ class JobService:
             if workspace_id is not None:
                 get_workspace_row(s, workspace_id)
                 query = query.where(Task.workspace_id == workspace_id)
+            elif (visible := visible_workspaces(s)) is not None:
+                query = query.where(Task.workspace_id.in_(visible))
             if killed is not None:
                 query = query.where(Task.killed == killed)
             if orchestration_id is not None:
@@ -263,8 +272,11 @@ class JobService:
 
     def tasks_by_sha(self, sha: str) -> list[str]:
         with self.db.session() as s:
-            return list(s.scalars(select(Task.id).join(Orchestration, Task.orchestration_id == Orchestration.id)
-                                  .where(Orchestration.sha == sha).order_by(Task.created_at)))
+            query = (select(Task.id).join(Orchestration, Task.orchestration_id == Orchestration.id)
+                     .where(Orchestration.sha == sha).order_by(Task.created_at))
+            if (visible := visible_workspaces(s)) is not None:
+                query = query.where(Task.workspace_id.in_(visible))
+            return list(s.scalars(query))
 
     def runs(self, task_id: str, *, status: str | None = None, limit: int | None = None) -> list[TaskRun]:
         """Newest first."""
@@ -310,7 +322,7 @@ class JobService:
                 raise NotReadyYet(orchestration.status, orchestration.status_reason)
             return RunStart(run.id, task.id, self.unpacked(orchestration.sha), orchestration.entrypoint,
                             orchestration.requirements, dict(self.secrets.open_json(task.arguments) or {}),
-                            task.timeout_s)
+                            task.timeout_s, task.workspace_id)
 
     def mark_running(self, run_id: str, pid: int, token_id: str) -> None:
         with self.db.session() as s:
@@ -395,6 +407,7 @@ class JobService:
             task = s.get(Task, task_id)
             if task is None:
                 raise NotFound(f"task {task_id!r} not found", field="id")
+            require_visible(s, task.workspace_id, f"task {task_id!r}", "id")
             if task.status != TaskStatus.KILLED.value:
                 task.killed = True
                 task.status = TaskStatus.PENDING_KILL.value

@@ -20,7 +20,11 @@ from modelport.services.dataiku import DataikuServices
 from modelport.services.jobs import JobService
 from modelport.services.sagemaker import SageMakerService
 from modelport.serving.plane import PlaneSettings, ServingPlane
+from modelport.services.access import Access
 from modelport.services.auth import AccessTokens, AuthService
+from modelport.services.credentials import CredentialService
+from modelport.services.sessions import SessionService
+from modelport.services.users import UserService
 from modelport.services.deployments import DeploymentService
 from modelport.services.inference_log import InferenceLogService
 from modelport.services.pipelines import PipelineService
@@ -40,6 +44,10 @@ class Platform:
         self.db = Database(settings.resolved_database_url)
         self.artifacts = ArtifactStore(settings.artifacts_dir)
         self.auth = AuthService(self.db)
+        self.access = Access(self.db)
+        self.users = UserService(self.db, self.auth, self.access, forget_key=lambda key: self.sagemaker.forget_key(key))
+        self.credentials = CredentialService(self.db, self.auth, forget_key=lambda key: self.sagemaker.forget_key(key))
+        self.sessions = SessionService(self.db, ttl_s=settings.session_ttl_s)
         self.registry = RegistryService(self.db, self.artifacts, max_upload_bytes=settings.max_upload_bytes)
         self.pipelines = PipelineService(self.db, self.registry)
         self._verifier = ModelVerifier(self.registry, timeout_s=settings.model_check_timeout_s)
@@ -52,7 +60,7 @@ class Platform:
             autoscale_interval_s=settings.autoscale_interval_s,
         ), resolve_environment=self._environment_for)
         self.deployments = DeploymentService(self.db, self.registry, self.plane,
-                                             default_idle_s=settings.scale_down_idle_s)
+                                             default_idle_s=settings.scale_down_idle_s, access=self.access)
         self.inference_log = InferenceLogService(self.db, retention=settings.inference_log_retention,
                                                   max_per_second=settings.inference_log_max_per_second)
         self.jobs = JobService(
