@@ -141,11 +141,13 @@ class Access:
         self._spaces[_cache_key(principal)] = (spaces, time.monotonic() + self.cache_s)
         return workspace_id in spaces
 
-    def require(self, workspace_id: int | None, what: str, field: str | None = None) -> None:
-        """For in-memory resources (live deployments): the acting caller may see them, else 404. Blocking on a cache
-        miss: call it from the thread pool."""
+    def require(self, workspace_id: int | None, what: str, field: str | None = None, *, named: bool = False) -> None:
+        """For in-memory resources (live deployments): the acting caller may see them, else 404 (403 when the caller
+        `named` the workspace). Blocking on a cache miss: call it from the thread pool."""
         principal = acting()
         if not unrestricted(principal) and not self.may(principal, workspace_id):  # type: ignore[arg-type]
+            if named:
+                raise Forbidden(f"you are not a member of workspace {workspace_id}", field=field)
             raise NotFound(f"{what} not found", field=field)
 
     async def check_inference(self, principal: Principal | None, workspace_id: int | None, what: str) -> None:

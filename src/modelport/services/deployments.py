@@ -169,7 +169,7 @@ class DeploymentService:
 
     def find_running(self, workspace_id: int, pipeline_name: str) -> DeploymentSpec:
         """Blocking (thread pool): checks the caller's membership."""
-        self.access.require(workspace_id, f"workspace {workspace_id}", "workspace_id")
+        self.access.require(workspace_id, f"workspace {workspace_id}", "workspace_id", named=True)
         for live in self.plane.deployments.values():
             if live.spec.face == "wallaroo" and live.spec.workspace_id == workspace_id \
                     and live.spec.pipeline_name == pipeline_name:
