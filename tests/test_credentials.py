@@ -18,6 +18,8 @@ from botocore.exceptions import ClientError
 
 from tests.support import Server
 
+pytestmark = pytest.mark.database  # new tables and migration 0008: run again on PostgreSQL by .ci/run
+
 CREDENTIALS = "/modelport/v1/credentials"
 
 
@@ -163,5 +165,36 @@ def test_a_session_expires(tmp_path) -> None:
         while signed_in(server, cookie):
             assert time.monotonic() < deadline, "the session did not expire"
             time.sleep(0.2)
+    finally:
+        server.stop()
+
+
+def test_user_tokens_of_an_earlier_version_get_a_user_each(tmp_path, fresh_database_url) -> None:
+    """Migration 0008: every non-admin token belongs to a user, so each existing user token gets one."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, text
+
+    from modelport.store.database import MIGRATIONS
+
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    url = fresh_database_url or f"sqlite:///{home / 'modelport.db'}"
+    engine = create_engine(url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0006")
+        connection.execute(text("INSERT INTO api_tokens (id, name, token_hash, kind, created_at) VALUES "
+                                "('00000000-0000-0000-0000-000000000001', 'old-bot', :hash, 'user', CURRENT_TIMESTAMP)"),
+                           {"hash": "0" * 64})
+    engine.dispose()
+    server = Server(home, database_url=fresh_database_url).start()
+    try:
+        users = httpx.get(f"{server.url}/modelport/v1/users", headers=server.headers).json()["users"]
+        assert [u["email"] for u in users] == ["old-bot"]
+        items = {c["id"]: c for c in listed(server).json()["credentials"]}
+        assert items["00000000-0000-0000-0000-000000000001"]["owner"] == "old-bot"
     finally:
         server.stop()

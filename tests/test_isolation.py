@@ -16,7 +16,9 @@ from botocore.exceptions import ClientError
 from tests.support import (
     SEED_DENSE_INPUT, Server, build_ccfraud_onnx, create_pipeline, deploy, infer_records, upload_model, wait_status,
 )
-from tests.test_jobs import make_zip, ready_orchestration
+from tests.test_jobs import ready_orchestration
+
+pytestmark = pytest.mark.database  # new tables, sealed columns and migration 0008: run again on PostgreSQL
 
 SECRET = "alice-task-password"
 
@@ -212,3 +214,15 @@ def test_the_console_shows_and_changes_only_the_users_workspaces(server: Server,
         assert session.get(f"/ui/deployments/wallaroo:{a['deployment_id']}/metrics.json").status_code == 404
     # still running: the console's undeploy changed nothing
     assert wait_status(world["alice"], a["route"])["status"] == "Running"
+
+
+def test_a_new_workspace_is_usable_at_once(world: dict) -> None:
+    """The creator owns a new workspace from the next request on, even where workspaces are cached (inference)."""
+    bob, b = world["bob"], world["b"]
+    assert bob.post("/v1/api/admin/get_pipeline_external_url",
+                    {"workspace_id": b["workspace"], "pipeline_name": b["pipe"]}).status_code == 200  # cached now
+    created = bob.post("/v1/api/workspaces/create", {"workspace_name": "ws-b-new"}).json()["workspace_id"]
+    reply = bob.post("/v1/api/admin/get_pipeline_external_url", {"workspace_id": created, "pipeline_name": "none"})
+    assert reply.status_code == 404, reply.text  # a member: nothing deployed there yet (not 403)
+    users = bob.post("/v1/api/workspaces/list_users", {"workspace_id": created}).json()["users"]
+    assert [(u["email"], u["user_type"]) for u in users] == [("bob@example.com", "OWNER")]

@@ -17,7 +17,9 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.support import Server
-from tests.test_jobs import make_zip, ready_orchestration
+from tests.test_jobs import ready_orchestration
+
+pytestmark = pytest.mark.database  # new tables, sealed columns and migration 0008: run again on PostgreSQL
 
 SECRET_ARGUMENT = "hunter2-the-task-password"
 SECRET_VALUE = "s3cr3t-environment-value"

@@ -32,6 +32,16 @@ from modelport.store.tables import WorkspaceMember
 
 ROLES = ("owner", "collaborator")
 _acting: ContextVar[Principal | None] = ContextVar("modelport_principal", default=None)
+# each user's workspaces, as the inference hot path checks them: (workspaces, valid until)
+_spaces: dict[str, tuple[frozenset[int], float]] = {}
+
+
+def memberships_changed(user_id: str | None = None) -> None:
+    """Drop cached workspaces (a user's, or everyone's): a membership changed through this server."""
+    if user_id is None:
+        _spaces.clear()
+    else:
+        _spaces.pop(user_id, None)
 
 
 def act_as(principal: Principal | None) -> None:
@@ -118,13 +128,12 @@ class Access:
     def __init__(self, db: Any, *, cache_s: float = 5.0) -> None:
         self.db = db
         self.cache_s = cache_s
-        self._spaces: dict[str, tuple[frozenset[int], float]] = {}
 
     def cached_may(self, principal: Principal, workspace_id: int | None) -> bool | None:
         """True or False from memory, or None when the user's workspaces must be looked up (`may`)."""
         if principal.is_admin:
             return True
-        hit = self._spaces.get(_cache_key(principal))
+        hit = _spaces.get(_cache_key(principal))
         if hit is None or hit[1] < time.monotonic():
             return None
         return workspace_id in hit[0]
@@ -136,9 +145,9 @@ class Access:
             return answer
         with self.db.session() as s:
             spaces = frozenset(principal_workspaces(s, principal))
-        if len(self._spaces) > 10_000:
-            self._spaces.clear()
-        self._spaces[_cache_key(principal)] = (spaces, time.monotonic() + self.cache_s)
+        if len(_spaces) > 10_000:
+            _spaces.clear()
+        _spaces[_cache_key(principal)] = (spaces, time.monotonic() + self.cache_s)
         return workspace_id in spaces
 
     def require(self, workspace_id: int | None, what: str, field: str | None = None, *, named: bool = False) -> None:
@@ -163,7 +172,4 @@ class Access:
             raise NotFound(f"{what} not found")
 
     def invalidate(self, user_id: str | None = None) -> None:
-        if user_id is None:
-            self._spaces.clear()
-        else:
-            self._spaces.pop(user_id, None)
+        memberships_changed(user_id)

@@ -24,7 +24,9 @@ from modelport.jobs.environments import EnvironmentBuildFailed, EnvironmentBuild
 from modelport.jobs.packages import inspect_zip
 from modelport.store.artifacts import ArtifactStore
 from modelport.store.database import Database
-from modelport.services.access import acting, require_visible, require_workspace, visible_workspaces
+from modelport.services.access import (
+    acting, memberships_changed, require_visible, require_workspace, visible_workspaces,
+)
 from modelport.store.tables import Model, ModelVersion, Pipeline, Workspace, WorkspaceMember, utcnow
 
 log = logging.getLogger(__name__)
@@ -102,12 +104,15 @@ class RegistryService:
                 s.add(row)
                 s.flush()
                 principal = acting()
-                if principal is not None and principal.user_id is not None:  # its creator owns it (Wallaroo's rule)
-                    s.add(WorkspaceMember(workspace_id=row.id, user_id=principal.user_id, role="owner",
-                                          created_at=utcnow()))
-                return WorkspaceInfo(row.id, row.name, row.created_by, row.archived, row.created_at)
+                owner = principal.user_id if principal is not None else None
+                if owner is not None:  # its creator owns it (Wallaroo's rule)
+                    s.add(WorkspaceMember(workspace_id=row.id, user_id=owner, role="owner", created_at=utcnow()))
+                info = WorkspaceInfo(row.id, row.name, row.created_by, row.archived, row.created_at)
         except IntegrityError:
             raise AlreadyExists(f"workspace {name!r} already exists", field="workspace_name") from None
+        if owner is not None:
+            memberships_changed(owner)  # inference in the new workspace is allowed at once
+        return info
 
     def list_workspaces(self) -> list[WorkspaceInfo]:
         with self.db.session() as s:
