@@ -226,3 +226,47 @@ def test_a_new_workspace_is_usable_at_once(world: dict) -> None:
     assert reply.status_code == 404, reply.text  # a member: nothing deployed there yet (not 403)
     users = bob.post("/v1/api/workspaces/list_users", {"workspace_id": created}).json()["users"]
     assert [(u["email"], u["user_type"]) for u in users] == [("bob@example.com", "OWNER")]
+
+
+def test_craft_ai_pipelines_deployments_and_executions_stay_in_their_workspace(server: Server, world: dict,
+                                                                              tmp_path) -> None:
+    from craft_ai_sdk import CraftAiSdk
+    from craft_ai_sdk.exceptions import SdkException
+    from craft_ai_sdk.io import Input, Output
+
+    alice, bob, a = world["alice"], world["bob"], world["a"]
+    folder = tmp_path / "code"
+    (folder / "src").mkdir(parents=True)
+    (folder / "src" / "double.py").write_text("def double(x):\n    return {'y': 2 * x}\n")
+    sdk_a = CraftAiSdk(sdk_token=alice.token, environment_url=alice.url, control_url=alice.url, verbose_log=False)
+    sdk_b = CraftAiSdk(sdk_token=bob.token, environment_url=bob.url, control_url=bob.url, verbose_log=False)
+    sdk_a.create_pipeline(pipeline_name="double-a", function_path="src/double.py", function_name="double",
+                          container_config={"local_folder": str(folder)},
+                          inputs=[Input("x", "number")], outputs=[Output("y", "number")])
+    execution = sdk_a.run_pipeline("double-a", inputs={"x": 21})
+    assert execution["outputs"]["y"] == 42
+    endpoint = sdk_a.create_deployment(pipeline_name="double-a", deployment_name="double-a-endpoint",
+                                       execution_rule="endpoint", inputs_mapping=[], outputs_mapping=[])
+
+    assert "double-a" not in [p["pipeline_name"] for p in sdk_b.list_pipelines()]
+    assert "double-a-endpoint" not in [d["name"] for d in sdk_b.list_deployments()]
+    for call in (lambda: sdk_b.get_pipeline("double-a"),
+                 lambda: sdk_b.run_pipeline("double-a", inputs={"x": 1}),
+                 lambda: sdk_b.get_deployment("double-a-endpoint"),
+                 lambda: sdk_b.delete_pipeline("double-a", force_deployments_deletion=True),
+                 lambda: sdk_b.get_pipeline_execution(execution["execution_id"])):
+        with pytest.raises(SdkException) as refused:
+            call()
+        assert refused.value.status_code == 404
+    assert sdk_a.get_pipeline("double-a")["creation_info"]["status"] == "ready"
+
+    # the endpoint token is a credential like any other: listed (with its workspace) and revoked at once
+    assert sdk_a.trigger_endpoint("double-a-endpoint", endpoint["endpoint_token"], inputs={"x": 1})["outputs"]["y"] == 2
+    listed = httpx.get(f"{server.url}/modelport/v1/credentials?kind=craftai-endpoint", headers=server.headers).json()
+    token = next(c for c in listed["credentials"] if c["id"] == "craftai-endpoint:double-a-endpoint")
+    assert token["workspace_id"] == a["workspace"] and token["last_used_at"] is not None
+    assert endpoint["endpoint_token"] not in str(listed)
+    assert httpx.delete(f"{server.url}/modelport/v1/credentials/{token['id']}", headers=server.headers).status_code == 200
+    refused = httpx.post(f"{server.url}/endpoints/double-a-endpoint", json={"x": 1},
+                         headers={"Authorization": f"EndpointToken {endpoint['endpoint_token']}"})
+    assert refused.status_code == 403
