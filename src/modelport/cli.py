@@ -17,6 +17,9 @@ app = typer.Typer(help="modelport: versioned models, live inference services, sc
 token_app = typer.Typer(help="Create, list and revoke API tokens (acts on the database of --home/--database-url).",
                         no_args_is_help=True)
 app.add_typer(token_app, name="token")
+user_app = typer.Typer(help="Create, list and remove users (acts on the database of --home/--database-url).",
+                       no_args_is_help=True)
+app.add_typer(user_app, name="user")
 workflow_app = typer.Typer(help="Run Arazzo workflows over any OpenAPI-described API (modelport's included).",
                            no_args_is_help=True)
 app.add_typer(workflow_app, name="workflow")
@@ -114,53 +117,135 @@ def _auth_service(home: Path | None, database_url: str | None):  # type: ignore[
     from modelport.services.auth import AuthService
     from modelport.store.database import Database
 
+    from modelport.store.home import prepare_home
+
     settings = load_settings(home=home, database_url=database_url)
-    settings.resolved_home.mkdir(parents=True, exist_ok=True)
+    prepare_home(settings.resolved_home)
     db = Database(settings.resolved_database_url)
     db.migrate()
     return AuthService(db)
 
 
+def _core(home: Path | None, database_url: str | None):  # type: ignore[no-untyped-def]
+    """The services the token and user commands need, on the database of --home/--database-url (acting as the
+    system: the CLI is for whoever holds the home folder)."""
+    from types import SimpleNamespace
+
+    from modelport.services.access import Access
+    from modelport.services.credentials import CredentialService
+    from modelport.services.sagemaker import SageMakerService
+    from modelport.services.users import UserService
+    from modelport.store.secrets import SecretBox
+
+    settings = load_settings(home=home, database_url=database_url)
+    auth = _auth_service(home, database_url)
+    sagemaker = SageMakerService(auth.db, None, Path("."), account_id="", file_roots=[],  # type: ignore[arg-type]
+                                 s3_endpoint_url=None, max_artifact_bytes=0,
+                                 secrets=SecretBox.for_home(settings.resolved_home, settings.secret_key))
+    access = Access(auth.db)
+    return SimpleNamespace(auth=auth, sagemaker=sagemaker, users=UserService(auth.db, auth, access),
+                           credentials=CredentialService(auth.db, auth))
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[red]{getattr(exc, 'message', exc)}[/]")
+    raise typer.Exit(1) from None
+
+
 @token_app.command("create")
 def token_create(
     name: Annotated[str, typer.Argument(help="What the token is for")],
-    admin: Annotated[bool, typer.Option("--admin", help="May manage tokens")] = False,
+    admin: Annotated[bool, typer.Option("--admin", help="May manage tokens, users, everything")] = False,
     aws: Annotated[bool, typer.Option("--aws", help="An AWS-style access key pair (SigV4) for the SageMaker face")] = False,
+    user: Annotated[Optional[str], typer.Option("--user", help="The user (email) it belongs to; a user token "
+                                                "without one gets a new user named like the token")] = None,
+    workspace: Annotated[Optional[int], typer.Option("--workspace", help="Workspace id that faces without "
+                                                     "workspaces (SageMaker, Craft AI) act in")] = None,
     home: HomeOption = None,
     database_url: DatabaseOption = None,
 ) -> None:
-    """Create a token and print its secret (shown only now)."""
-    if aws:
-        from modelport.services.sagemaker import SageMakerService
+    """Create a token (or AWS key pair) and print its secret (shown only now)."""
+    from modelport.domain.errors import ModelportError
 
-        service = SageMakerService(_auth_service(home, database_url).db, None, Path("."), account_id="",  # type: ignore[arg-type]
-                                   file_roots=[], s3_endpoint_url=None, max_artifact_bytes=0)
-        key, secret = service.create_key(name)
-        console.print(f"aws_access_key_id:     {key}\naws_secret_access_key: [bold]{secret}[/]", highlight=False)
-        return
-    info, secret = _auth_service(home, database_url).create(name, "admin" if admin else "user")
+    core = _core(home, database_url)
+    try:
+        user_id = core.users.get(user).id if user else None
+        if aws:
+            key, secret = core.sagemaker.create_key(name, user_id=user_id, workspace_id=workspace)
+            console.print(f"aws_access_key_id:     {key}\naws_secret_access_key: [bold]{secret}[/]", highlight=False)
+            return
+        if not admin and user_id is None:
+            user_id = core.users.ensure(name).id
+        info, secret = core.auth.create(name, "admin" if admin else "user", user_id=None if admin else user_id,
+                                        workspace_id=workspace)
+    except ModelportError as exc:
+        _fail(exc)
     console.print(f"id:    {info.id}\nname:  {info.name}\nkind:  {info.kind}\ntoken: [bold]{secret}[/]", highlight=False)
 
 
 @token_app.command("list")
-def token_list(home: HomeOption = None, database_url: DatabaseOption = None) -> None:
-    table = Table("id", "name", "kind", "created", "revoked")
-    for t in _auth_service(home, database_url).list():
-        table.add_row(t.id, t.name, t.kind, f"{t.created_at:%Y-%m-%d %H:%M}",
-                      f"{t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "")
-    console.print(table)
+def token_list(
+    kind: Annotated[Optional[str], typer.Option("--kind", help="admin, user, dataiku, aws, craftai-endpoint, run")] = None,
+    home: HomeOption = None, database_url: DatabaseOption = None,
+) -> None:
+    """Every credential, whatever its kind; never a secret."""
+    from modelport.domain.errors import ModelportError
+
+    def when(value) -> str:  # type: ignore[no-untyped-def]
+        return f"{value:%Y-%m-%d %H:%M}" if value else ""
+
+    table = Table("id", "kind", "name", "owner", "workspace", "created", "last used", "revoked")
+    try:
+        items = _core(home, database_url).credentials.list(kind)
+    except ModelportError as exc:
+        _fail(exc)
+    for c in items:
+        table.add_row(c.id, c.kind, c.name, c.owner or "", str(c.workspace_id or ""), when(c.created_at),
+                      when(c.last_used_at), when(c.revoked_at))
+    Console(width=max(console.width, 200)).print(table)  # ids whole, never wrapped: they are copied to `revoke`
 
 
 @token_app.command("revoke")
-def token_revoke(token_id: str, home: HomeOption = None, database_url: DatabaseOption = None) -> None:
+def token_revoke(credential_id: str, home: HomeOption = None, database_url: DatabaseOption = None) -> None:
+    """Revoke any credential by its id (as `token list` shows it)."""
     from modelport.domain.errors import ModelportError
 
     try:
-        info = _auth_service(home, database_url).revoke(token_id)
+        info = _core(home, database_url).credentials.revoke(credential_id)
     except ModelportError as exc:
-        console.print(f"[red]{exc.message}[/]")
-        raise typer.Exit(1) from None
-    console.print(f"revoked {info.id} ({info.name})")
+        _fail(exc)
+    console.print(f"revoked {info.kind} {info.id} ({info.name})")
+
+
+@user_app.command("create")
+def user_create(email: str, home: HomeOption = None, database_url: DatabaseOption = None) -> None:
+    from modelport.domain.errors import ModelportError
+
+    try:
+        info = _core(home, database_url).users.create(email)
+    except ModelportError as exc:
+        _fail(exc)
+    console.print(f"id:    {info.id}\nemail: {info.email}", highlight=False)
+
+
+@user_app.command("list")
+def user_list(home: HomeOption = None, database_url: DatabaseOption = None) -> None:
+    table = Table("id", "email", "created")
+    for u in _core(home, database_url).users.list():
+        table.add_row(u.id, u.email, f"{u.created_at:%Y-%m-%d %H:%M}")
+    console.print(table)
+
+
+@user_app.command("remove")
+def user_remove(user: str, home: HomeOption = None, database_url: DatabaseOption = None) -> None:
+    """Revoke the user's credentials (ending their console sessions), drop their memberships, remove them."""
+    from modelport.domain.errors import ModelportError
+
+    try:
+        info = _core(home, database_url).users.remove(user)
+    except ModelportError as exc:
+        _fail(exc)
+    console.print(f"removed {info.email} ({info.id})")
 
 
 @bundle_app.command("build")

@@ -17,6 +17,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default: SQLite file in home.")
     admin_token: str | None = Field(default=None, min_length=16, description="Admin token to install on first start "
                                     "(automation); at least 16 characters.")
+    secret_key: str | None = Field(default=None, description="Key that seals secrets at rest (a Fernet key or a "
+                                   "passphrase of 32+ characters); default: <home>/secret.key, created on first "
+                                   "start (0600). Servers sharing a database must share it.")
+    session_ttl_s: float = Field(default=8 * 3600.0, description="Lifetime of a console (dashboard) session.")
     public_url: str | None = Field(default=None, description="Base URL clients use; default http://host:port.")
     artifacts: str | None = Field(default=None, description="Where model and package artifacts live: a folder (a "
                                   "mount every server of a platform shares) or s3://bucket/prefix (with "

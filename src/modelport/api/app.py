@@ -86,6 +86,7 @@ def create_app(settings: Settings, *, on_admin_token=None) -> FastPath:  # type:
     app.include_router(craftai.router)
     app.include_router(craftai.public)
     app.include_router(native.router)
+    app.include_router(native.own)
     app.include_router(dashboard.router)
     app.add_middleware(BodySizeLimit, max_upload_bytes=settings.max_upload_bytes,
                        max_json_bytes=settings.max_json_bytes)

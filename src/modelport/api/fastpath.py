@@ -31,6 +31,7 @@ class Request:
     headers: dict[bytes, bytes]
     body: bytes
     platform: Any
+    principal: Any = None  # who is calling (route.authenticate); handlers pass it to platform.access
 
     def header(self, name: bytes, default: str = "") -> str:
         value = self.headers.get(name)
@@ -140,6 +141,7 @@ class FastPath:
         try:
             headers = dict(scope["headers"])
             platform = self._platform or self._find_platform()
+            principal = None
             if route.authenticate:
                 token = _bearer_token(headers)
                 principal = platform.auth.cached(token) or await run_in_threadpool(platform.auth.authenticate, token)
@@ -149,7 +151,7 @@ class FastPath:
             if length is not None and length.isdigit() and int(length) > self.max_body:
                 raise PayloadTooLarge(f"request body is larger than {self.max_body} bytes")
             body = await read_body(source, self.max_body)
-            return await route.handler(Request(path, scope["query_string"], headers, body, platform))
+            return await route.handler(Request(path, scope["query_string"], headers, body, platform, principal))
         except ModelportError:
             raise
         except Exception:

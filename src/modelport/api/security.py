@@ -9,6 +9,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from modelport.api import errors
 from modelport.domain.entities import Principal
 from modelport.domain.errors import Forbidden, PayloadTooLarge
+from modelport.services.access import act_as
 
 
 def bearer_token(request: Request) -> str | None:
@@ -27,6 +28,7 @@ async def require_principal(request: Request) -> Principal:
     if principal.is_service_key:
         raise Forbidden("a service key may only call the prediction API of its services")
     request.state.principal = principal
+    act_as(principal)  # every service call of this request checks workspace membership against it
     return principal
 
 

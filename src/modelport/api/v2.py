@@ -47,11 +47,14 @@ async def server_metadata() -> JSON:
     return JSON({"name": "modelport", "version": __version__, "extensions": []})
 
 
-def _deployment(request: Request, name: str) -> LiveDeployment:
-    live = request.app.state.platform.deployments.plane.routes.get(name)
-    if live is None or live.spec.face != "wallaroo":
-        raise NotFound(f"model {name!r} is not deployed", field="model")
-    return live
+async def _deployment(request: Request, name: str) -> LiveDeployment:
+    platform = request.app.state.platform
+    live = platform.deployments.plane.routes.get(name)
+    if live is not None and live.spec.face == "wallaroo":
+        await platform.access.check_inference(request.state.principal, live.spec.workspace_id,
+                                              f"model {name!r}")  # another workspace's: not deployed, as far as we say
+        return live
+    raise NotFound(f"model {name!r} is not deployed", field="model")
 
 
 def _variant(live: LiveDeployment, version: str | None) -> Variant:
@@ -70,13 +73,13 @@ def _metadata(live: LiveDeployment, variant: Variant) -> dict[str, Any]:
 
 @router.get("/models/{name}", operation_id="v2_model_metadata")
 async def model_metadata(name: str, request: Request) -> JSON:
-    live = _deployment(request, name)
+    live = await _deployment(request, name)
     return JSON(_metadata(live, _variant(live, None)))
 
 
 @router.get("/models/{name}/versions/{version}", operation_id="v2_model_version_metadata")
 async def model_version_metadata(name: str, version: str, request: Request) -> JSON:
-    live = _deployment(request, name)
+    live = await _deployment(request, name)
     return JSON(_metadata(live, _variant(live, version)))
 
 
@@ -87,13 +90,13 @@ def _ready(live: LiveDeployment, variant: Variant) -> JSON:
 
 @router.get("/models/{name}/ready", operation_id="v2_model_ready")
 async def model_ready(name: str, request: Request) -> JSON:
-    live = _deployment(request, name)
+    live = await _deployment(request, name)
     return _ready(live, _variant(live, None))
 
 
 @router.get("/models/{name}/versions/{version}/ready", operation_id="v2_model_version_ready")
 async def model_version_ready(name: str, version: str, request: Request) -> JSON:
-    live = _deployment(request, name)
+    live = await _deployment(request, name)
     return _ready(live, _variant(live, version))
 
 
@@ -112,6 +115,8 @@ async def infer(request: fastpath.Request) -> fastpath.Reply:
     live = plane.routes.get(name)
     if live is None or live.spec.face != "wallaroo":
         raise NotFound(f"model {name!r} is not deployed", field="model")
+    if not request.principal.is_admin:
+        await request.platform.access.check_inference(request.principal, live.spec.workspace_id, f"model {name!r}")
     header = request.headers.get(b"inference-header-content-length")
     if header is not None and not header.isdigit():
         raise InvalidInput("Inference-Header-Content-Length must be a number")

@@ -10,12 +10,15 @@ from typing import Any
 @dataclass(frozen=True)
 class Principal:
     """Who is calling: the token's id, name and kind (admin tokens may manage tokens). Service keys (kind
-    "service") may only call the prediction API of `services` (all services when empty)."""
+    "service") may only call the prediction API of `services` (all services when empty). A non-admin credential
+    belongs to the user `user_id`; `workspace_id` is the workspace it is bound to (services/access.py)."""
 
     token_id: str
     name: str
     kind: str
     services: tuple[str, ...] = ()
+    user_id: str | None = None
+    workspace_id: int | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -37,6 +40,27 @@ class TokenInfo:
     created_at: datetime
     revoked_at: datetime | None
     services: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    id: str
+    email: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class CredentialInfo:
+    """Any credential, whatever its kind (admin, user, dataiku, aws, craftai-endpoint); never its secret."""
+
+    id: str
+    kind: str
+    name: str
+    owner: str | None
+    workspace_id: int | None
+    created_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,8 @@ class RunSupervisor:
             workdir = folder / "work"
             await run_in_threadpool(shutil.copytree, start.workdir_source, workdir)
             (folder / "args.json").write_text(json.dumps(start.arguments))
-            info, token = await run_in_threadpool(self.auth.create, f"run {run.run_id}", "user")
+            info, token = await run_in_threadpool(lambda: self.auth.create(f"run {run.run_id}", "run",
+                                                                           workspace_id=start.workspace_id))
             token_id = info.id
             entry = workdir / start.entrypoint
             run.process = await spawn(

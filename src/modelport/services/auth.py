@@ -12,17 +12,17 @@ from pathlib import Path
 
 import jwt
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from modelport.domain.entities import Principal, TokenInfo
 from modelport.domain.errors import InvalidInput, NotFound, Unauthenticated
 from modelport.domain.names import check_display_name
 from modelport.store.database import Database
-from modelport.store.tables import ApiToken, utcnow
+from modelport.store.tables import ApiToken, ConsoleSession, utcnow
 
 log = logging.getLogger(__name__)
 
-TOKEN_KINDS = ("admin", "user", "service")
+TOKEN_KINDS = ("admin", "user", "service", "run")  # run: a task run's own token, bound to the task's workspace
 ACCESS_TOKEN_S = 3600
 
 
@@ -45,6 +45,17 @@ def new_token() -> str:
 
 def _info(row: ApiToken) -> TokenInfo:
     return TokenInfo(row.id, row.name, row.kind, row.created_at, row.revoked_at, tuple(row.services or ()))
+
+
+def _principal(row: ApiToken) -> Principal:
+    return Principal(row.id, row.name, row.kind, tuple(row.services or ()), row.user_id, row.workspace_id)
+
+
+def _touch(row: ApiToken) -> None:
+    """Record use, at most once a minute (the lookup that calls this runs once per cache period, not per request)."""
+    now = utcnow()
+    if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
+        row.last_used_at = now
 
 
 class AuthService:
@@ -70,13 +81,17 @@ class AuthService:
             s.add(ApiToken(id=str(uuid.uuid4()), name="admin", token_hash=hash_token(token), kind="admin"))
             return token
 
-    def create(self, name: str, kind: str = "user", *, services: tuple[str, ...] = ()) -> tuple[TokenInfo, str]:
+    def create(self, name: str, kind: str = "user", *, services: tuple[str, ...] = (), user_id: str | None = None,
+               workspace_id: int | None = None) -> tuple[TokenInfo, str]:
         check_display_name(name, field="name", what="token")
         if kind not in TOKEN_KINDS:
             raise InvalidInput(f"kind must be one of {', '.join(TOKEN_KINDS)}", field="kind")
+        if kind == "user" and user_id is None:
+            raise InvalidInput("a user token belongs to a user: name one", field="user")
         token = new_token()
         row = ApiToken(id=str(uuid.uuid4()), name=name, token_hash=hash_token(token), kind=kind, created_at=utcnow(),
-                       services=list(services) if kind == "service" else None)
+                       services=list(services) if kind == "service" else None, user_id=user_id,
+                       workspace_id=workspace_id)
         with self.db.session() as s:
             s.add(row)
         return _info(row), token
@@ -108,9 +123,22 @@ class AuthService:
                 raise NotFound(f"token {token_id!r} not found", field="id")
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
-            self._cache = {k: v for k, v in self._cache.items() if v[0].token_id != token_id}
-            self._hot = {k: v for k, v in self._hot.items() if v[0].token_id != token_id}
+            s.execute(delete(ConsoleSession).where(ConsoleSession.token_id == token_id))  # signed-in consoles too
+            self.forget(token_id)
             return _info(row)
+
+    def revoke_user_tokens(self, user_id: str) -> list[str]:
+        """Revoke every token of a user (removed), ending their console sessions; returns the token ids."""
+        with self.db.session() as s:
+            ids = list(s.scalars(select(ApiToken.id).where(ApiToken.user_id == user_id)))
+        for token_id in ids:
+            self.revoke(token_id)
+        return ids
+
+    def forget(self, token_id: str) -> None:
+        """Drop a token from the caches: refused from the next request on (this server)."""
+        self._cache = {k: v for k, v in self._cache.items() if v[0].token_id != token_id}
+        self._hot = {k: v for k, v in self._hot.items() if v[0].token_id != token_id}
 
     def cached(self, token: str | None) -> Principal | None:
         """The principal for a recently verified token, without I/O (safe to call on the event loop)."""
@@ -130,7 +158,8 @@ class AuthService:
             if row is None or row.revoked_at is not None:
                 self._cache.pop(key, None)
                 raise Unauthenticated("the token behind this access token was revoked")
-            principal = Principal(row.id, row.name, row.kind, tuple(row.services or ()))
+            principal = _principal(row)
+            _touch(row)
         self._cache[key] = (principal, time.monotonic() + self.cache_s)
         return principal
 
@@ -147,7 +176,8 @@ class AuthService:
                 self._cache.pop(digest, None)
                 self._hot.pop(token, None)
                 raise Unauthenticated("unknown or revoked token")
-            principal = Principal(row.id, row.name, row.kind, tuple(row.services or ()))
+            principal = _principal(row)
+            _touch(row)
         if len(self._cache) > 10_000:
             self._cache.clear()
             self._hot.clear()

@@ -35,6 +35,8 @@ from modelport.jobs.functions import FunctionFailed, FunctionProcess, FunctionSp
 from modelport.jobs.packages import extract_tar
 from modelport.store.artifacts import ArtifactStore
 from modelport.store.database import Database
+from modelport.services.access import home_workspace, is_visible, visible_workspaces
+from modelport.store.secrets import SecretBox
 from modelport.store.tables import (
     CraftDeployment, CraftEnvironmentVariable, CraftExecution, CraftPipeline, utcnow,
 )
@@ -55,8 +57,10 @@ def _hash(token: str) -> str:
 
 class CraftAiService:
     def __init__(self, db: Database, artifacts: ArtifactStore, environments: EnvironmentBuilder, root: Path, *,
-                 max_upload_bytes: int, allow_second_schedules: bool, default_timeout_s: float = 3600.0) -> None:
+                 max_upload_bytes: int, allow_second_schedules: bool, secrets: SecretBox,
+                 default_timeout_s: float = 3600.0) -> None:
         self.db = db
+        self.secrets = secrets  # environment variable values are sealed at rest
         self.artifacts = artifacts
         self.environments = environments
         self.root = root
@@ -105,13 +109,13 @@ class CraftAiService:
 
     def _pipeline(self, s: Any, name: str) -> CraftPipeline:
         row = s.get(CraftPipeline, name)
-        if row is None:
+        if row is None or not is_visible(s, row.workspace_id):  # another project's (workspace's): not found
             raise NotFound(f"pipeline {name!r} not found", field="pipeline_name")
         return row
 
     def _deployment(self, s: Any, name: str) -> CraftDeployment:
         row = s.get(CraftDeployment, name)
-        if row is None:
+        if row is None or not is_visible(s, row.workspace_id):
             raise NotFound(f"deployment {name!r} not found", field="deployment_name")
         return row
 
@@ -163,7 +167,7 @@ class CraftAiService:
                                 description=fields.get("description"), inputs=[p.to_json() for p in inputs],
                                 outputs=[p.to_json(output=True) for p in outputs], container_config=config,
                                 package_sha=blob.sha256, requirements=requirements, status="creation_pending",
-                                created_by=creator, created_at=utcnow()))
+                                created_by=creator, created_at=utcnow(), workspace_id=home_workspace(s)))
         return {"pipeline_name": name}
 
     async def prepare_pipeline(self, name: str) -> None:
@@ -206,7 +210,10 @@ class CraftAiService:
 
     def list_pipelines(self) -> list[dict[str, Any]]:
         with self.db.session() as s:
-            rows = list(s.scalars(select(CraftPipeline).order_by(CraftPipeline.created_at)))
+            query = select(CraftPipeline).order_by(CraftPipeline.created_at)
+            if (visible := visible_workspaces(s)) is not None:
+                query = query.where(CraftPipeline.workspace_id.in_(visible))
+            rows = list(s.scalars(query))
         return [{"pipeline_name": r.name, "created_at": _iso(r.created_at), "status": r.status} for r in rows]
 
     async def delete_pipeline(self, name: str, force: bool) -> dict[str, Any]:
@@ -247,7 +254,8 @@ class CraftAiService:
         row = CraftDeployment(name=name, pipeline_name=pipeline.name, execution_rule=rule, mode=mode,
                               description=body.get("description"), inputs_mapping=inputs_mapping,
                               outputs_mapping=outputs_mapping, execution_timeout_s=timeout, is_enabled=True,
-                              created_by=creator, created_at=utcnow(), updated_at=utcnow())
+                              created_by=creator, created_at=utcnow(), updated_at=utcnow(),
+                              workspace_id=pipeline.workspace_id)
         token = None
         if rule == "periodic":
             row.schedule = schedule
@@ -258,6 +266,7 @@ class CraftAiService:
             if not isinstance(token, str) or len(token) < 16 or len(token) > 256:
                 raise InvalidInput("endpoint_token must be 16 to 256 characters", field="endpoint_token")
             row.endpoint_token_hash = _hash(token)
+            row.endpoint_token_created_at = utcnow()
         try:
             with self.db.session() as s:
                 s.add(row)
@@ -307,7 +316,10 @@ class CraftAiService:
 
     def list_deployments(self) -> list[dict[str, Any]]:
         with self.db.session() as s:
-            rows = list(s.scalars(select(CraftDeployment).order_by(CraftDeployment.created_at)))
+            query = select(CraftDeployment).order_by(CraftDeployment.created_at)
+            if (visible := visible_workspaces(s)) is not None:
+                query = query.where(CraftDeployment.workspace_id.in_(visible))
+            rows = list(s.scalars(query))
         return [{"name": r.name, "pipeline_name": r.pipeline_name, "execution_rule": r.execution_rule,
                  "mode": r.mode, "is_enabled": r.is_enabled, "created_at": _iso(r.created_at)} for r in rows]
 
@@ -358,6 +370,7 @@ class CraftAiService:
             if row.execution_rule != "endpoint":
                 raise InvalidInput(f"deployment {name!r} is not an endpoint", field="endpoint_name")
             row.endpoint_token_hash = _hash(token)
+            row.endpoint_token_created_at = utcnow()
         self._fresh_tokens[name] = (token, time.monotonic() + TOKEN_VISIBLE_S)
         return {"endpoint_token": token}
 
@@ -376,6 +389,9 @@ class CraftAiService:
                 raise Forbidden("invalid endpoint token for this endpoint")
             if not row.is_enabled:
                 raise Forbidden(f"endpoint {path!r} is disabled")
+            now = utcnow()
+            if row.endpoint_token_used_at is None or (now - row.endpoint_token_used_at).total_seconds() > 60:
+                row.endpoint_token_used_at = now
             return row.name, row.pipeline_name
 
     async def start_warm(self, name: str) -> None:
@@ -401,9 +417,21 @@ class CraftAiService:
                             pipeline.function_name, self.root / "logs" / f"{log_name}.log", kind, subject)
 
     # -- executions ---------------------------------------------------------------------------------------------------
-    def environment_variables(self) -> dict[str, str]:
+    def environment_variables(self, workspace_id: int | None) -> dict[str, str]:
+        """The values an execution of a pipeline of this workspace gets (its project's variables)."""
+        column = CraftEnvironmentVariable.workspace_id
         with self.db.session() as s:
-            return {v.name: v.value for v in s.scalars(select(CraftEnvironmentVariable))}
+            query = select(CraftEnvironmentVariable).where(
+                column.is_(None) if workspace_id is None else column == workspace_id)
+            return {v.name: self.secrets.open(v.value) for v in s.scalars(query)}
+
+    def environment_variable_names(self) -> list[str]:
+        """What the API shows: which variables are set (in the caller's workspaces), never their values."""
+        with self.db.session() as s:
+            query = select(CraftEnvironmentVariable.name).order_by(CraftEnvironmentVariable.name)
+            if (visible := visible_workspaces(s)) is not None:
+                query = query.where(CraftEnvironmentVariable.workspace_id.in_(visible))
+            return list(s.scalars(query))
 
     def set_environment_variable(self, name: Any, value: Any) -> None:
         if not isinstance(name, str) or not name or len(name) > 255 or not isinstance(value, str):
@@ -411,14 +439,17 @@ class CraftAiService:
         with self.db.session() as s:
             row = s.get(CraftEnvironmentVariable, name)
             if row is None:
-                s.add(CraftEnvironmentVariable(name=name, value=value))
+                s.add(CraftEnvironmentVariable(name=name, value=self.secrets.seal(value),
+                                               workspace_id=home_workspace(s)))
+            elif not is_visible(s, row.workspace_id):
+                raise AlreadyExists(f"environment variable {name!r} is taken by another project", field="name")
             else:
-                row.value = value
+                row.value = self.secrets.seal(value)
 
     def delete_environment_variable(self, name: str) -> dict[str, Any]:
         with self.db.session() as s:
             row = s.get(CraftEnvironmentVariable, name)
-            if row is None:
+            if row is None or not is_visible(s, row.workspace_id):
                 raise NotFound(f"environment variable {name!r} not found", field="name")
             s.delete(row)
             return {"name": name}
@@ -444,7 +475,7 @@ class CraftAiService:
             elif source == "constant_value":
                 value = entry[source]
             elif source == "environment_variable_name":
-                variables = self.environment_variables() if variables is None else variables
+                variables = self.environment_variables(pipeline.workspace_id) if variables is None else variables
                 value = variables.get(entry[source])
             elif source == "datastore_path":
                 path = self.datastore_path(entry[source])
@@ -466,7 +497,9 @@ class CraftAiService:
             records.append({"pipeline_input_name": name, "data_type": parameter.data_type,
                             "mapping_type": rules.MAPPING_TYPES[source],
                             "mapping_value": {k: v for k, v in entry.items() if k != "pipeline_input_name"},
-                            "value": values.get(name) if parameter.data_type != "file" else None})
+                            # an environment variable's value is a secret: the execution records that it was used
+                            "value": values.get(name) if parameter.data_type != "file"
+                            and source != "environment_variable_name" else None})
         unknown = set(given) - {e.get("endpoint_input_name") for e in mapping}
         if unknown and mapping is not None:
             raise InvalidInput(f"unknown input {sorted(unknown)[0]!r}", field=sorted(unknown)[0])
@@ -506,7 +539,7 @@ class CraftAiService:
                            "value": None} for m in outputs_mapping]
         row = CraftExecution(id=execution_id, pipeline_name=pipeline_name, deployment_name=deployment_name,
                              tick=tick, status="Running", inputs=records, outputs=output_records, created_by=creator,
-                             created_at=utcnow())
+                             created_at=utcnow(), workspace_id=pipeline.workspace_id)
         try:
             with self.db.session() as s:
                 s.add(row)
@@ -597,7 +630,7 @@ class CraftAiService:
     def get_execution(self, execution_id: str) -> dict[str, Any]:
         with self.db.session() as s:
             row = s.get(CraftExecution, execution_id)
-            if row is None:
+            if row is None or not is_visible(s, row.workspace_id):
                 raise NotFound(f"execution {execution_id!r} not found", field="execution_id")
         return {"execution_id": row.id, "status": row.status, "pipeline_name": row.pipeline_name,
                 "deployment_name": row.deployment_name, "created_at": _iso(row.created_at),
@@ -651,7 +684,7 @@ class CraftAiService:
     def delete_execution(self, execution_id: str) -> dict[str, Any]:
         with self.db.session() as s:
             row = s.get(CraftExecution, execution_id)
-            if row is None:
+            if row is None or not is_visible(s, row.workspace_id):
                 raise NotFound(f"execution {execution_id!r} not found", field="execution_id")
             if row.status not in FINISHED:
                 raise Conflict(f"execution {execution_id!r} is {row.status}")

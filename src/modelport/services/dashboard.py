@@ -9,6 +9,7 @@ from sqlalchemy import select
 from modelport.domain.jobs import describe_schedule
 from modelport.domain.errors import NotFound
 from modelport.serving.plane import LiveDeployment
+from modelport.services.access import visible_workspaces
 from modelport.store.tables import Deployment, DeploymentVariant, Pipeline, PipelineVersion
 
 FACES = {"wallaroo": "Wallaroo", "sagemaker": "SageMaker", "dataiku": "Dataiku"}
@@ -43,14 +44,17 @@ class DashboardQueries:
         plane = self.platform.plane
         rows = []
         with self.platform.db.session() as s:
-            for d, pipeline in s.execute(select(Deployment, Pipeline).join(Pipeline, Deployment.pipeline_id == Pipeline.id)
-                                         .order_by(Deployment.id)):
+            visible = visible_workspaces(s)  # a non-admin sees the deployments of their workspaces only
+            query = select(Deployment, Pipeline).join(Pipeline, Deployment.pipeline_id == Pipeline.id)
+            if visible is not None:
+                query = query.where(Deployment.workspace_id.in_(visible))
+            for d, pipeline in s.execute(query.order_by(Deployment.id)):
                 key = f"wallaroo:{d.id}"
                 live = plane.deployments.get(key)
                 rows.append({"key": key, "face": "Wallaroo", "name": d.name, "pipeline": pipeline.name,
                              "desired": d.desired_state, **self._live(live)})
         for key, live in sorted(plane.deployments.items()):
-            if live.spec.face != "wallaroo":
+            if live.spec.face != "wallaroo" and (visible is None or live.spec.workspace_id in visible):
                 rows.append({"key": key, "face": FACES.get(live.spec.face, live.spec.face), "name": live.spec.name,
                              "pipeline": live.spec.pipeline_name, "desired": "running", **self._live(live)})
         return rows
@@ -80,6 +84,7 @@ class DashboardQueries:
 
     def metrics(self, key: str) -> dict[str, Any]:
         """Cumulative counts and latency buckets for one deployment; the page turns two readings into rates."""
+        self.deployment(key)  # one the caller may see
         live = self.platform.plane.deployments.get(key)
         if live is None:
             raise NotFound(f"deployment {key!r} is not live")

@@ -17,6 +17,8 @@ from modelport.domain.deployments import Batching, DeploymentSpec, ModelSpec, Sc
 from modelport.domain.errors import InvalidInput, NotFound
 from modelport.domain.pipelines import parse_definition
 from modelport.serving.plane import ServingPlane
+from modelport.serving.plane import LiveDeployment
+from modelport.services.access import Access, require_visible
 from modelport.services.registry import RegistryService
 from modelport.store.database import Database
 from modelport.store.tables import Deployment, DeploymentVariant, Pipeline, PipelineVersion, utcnow
@@ -28,8 +30,9 @@ MAIN_VARIANT = "main"
 
 class DeploymentService:
     def __init__(self, db: Database, registry: RegistryService, plane: ServingPlane, *,
-                 default_idle_s: float = 300.0) -> None:
+                 default_idle_s: float = 300.0, access: Access | None = None) -> None:
         self.db = db
+        self.access = access or Access(db)
         self.registry = registry
         self.plane = plane
         self.default_idle_s = default_idle_s
@@ -57,6 +60,7 @@ class DeploymentService:
             pipeline = s.get(Pipeline, pipeline_pk)
             if pipeline is None:
                 raise NotFound(f"pipeline {pipeline_pk} not found", field="pipeline_id")
+            require_visible(s, pipeline.workspace_id, f"pipeline {pipeline_pk}", "pipeline_id")
             if name != pipeline.name:
                 raise InvalidInput(f"deploy_id must be the pipeline's name, {pipeline.name!r}", field="deploy_id")
             version = s.get(PipelineVersion, pipeline_version_pk)
@@ -119,6 +123,7 @@ class DeploymentService:
             deployment = s.get(Deployment, deployment_id)
             if deployment is None or deployment.desired_state != "running":
                 raise NotFound(f"deployment {deployment_id} is not deployed", field="deployment_id")
+            require_visible(s, deployment.workspace_id, f"deployment {deployment_id}", "deployment_id")
             if pipeline_pk is not None and deployment.pipeline_id != pipeline_pk:
                 raise NotFound(f"deployment {deployment_id} does not belong to pipeline {pipeline_pk}",
                                field="pipeline_id")
@@ -154,7 +159,17 @@ class DeploymentService:
             log.error("applying a deployment failed", exc_info=task.exception())
 
     # -- queries -------------------------------------------------------------------------------------------------------
+    def live(self, route: str) -> LiveDeployment:
+        """A live deployment by its route (`<deploy_id>-<id>`), if the caller may see it. Blocking (thread pool)."""
+        live = self.plane.routes.get(route)
+        if live is None or live.spec.route != route:
+            raise NotFound(f"deployment {route!r} not found", field="name")
+        self.access.require(live.spec.workspace_id, f"deployment {route!r}", "name")
+        return live
+
     def find_running(self, workspace_id: int, pipeline_name: str) -> DeploymentSpec:
+        """Blocking (thread pool): checks the caller's membership."""
+        self.access.require(workspace_id, f"workspace {workspace_id}", "workspace_id", named=True)
         for live in self.plane.deployments.values():
             if live.spec.face == "wallaroo" and live.spec.workspace_id == workspace_id \
                     and live.spec.pipeline_name == pipeline_name:

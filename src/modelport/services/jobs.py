@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from modelport.domain.errors import InvalidInput, NotFound
 from modelport.domain.jobs import (
@@ -26,9 +27,11 @@ from modelport.domain.jobs import (
 )
 from modelport.jobs.environments import EnvironmentBuildFailed, EnvironmentBuilder, normalise
 from modelport.jobs.packages import ArchiveLimits, extract_zip, inspect_zip
+from modelport.services.access import require_visible, visible_workspaces
 from modelport.services.registry import get_workspace_row
 from modelport.store.artifacts import ArtifactStore
 from modelport.store.database import Database
+from modelport.store.secrets import SecretBox
 from modelport.store.tables import Orchestration, ServerRecord, Task, TaskRun, utcnow
 
 log = logging.getLogger(__name__)
@@ -55,13 +58,15 @@ class RunStart:
     requirements: str
     arguments: dict[str, Any]
     timeout_s: int | None
+    workspace_id: int | None = None  # the run's token acts in the task's workspace only
 
 
 class JobService:
     def __init__(self, db: Database, artifacts: ArtifactStore, environments: EnvironmentBuilder, root: Path, *,
                  max_upload_bytes: int, limits: ArchiveLimits, allow_second_schedules: bool = False,
-                 run_history: int = 100, server_id: str = "") -> None:
+                 run_history: int = 100, server_id: str = "", secrets: SecretBox) -> None:
         self.db = db
+        self.secrets = secrets  # task arguments are sealed at rest
         self.artifacts = artifacts
         self.environments = environments
         self.packages_dir = root / "packages"
@@ -117,13 +122,18 @@ class JobService:
                 for workspace_id in workspace_ids:
                     get_workspace_row(s, workspace_id)
                 query = query.where(Orchestration.workspace_id.in_(workspace_ids))
+            elif (visible := visible_workspaces(s)) is not None:
+                query = query.where(Orchestration.workspace_id.in_(visible))
             return list(s.scalars(query))
 
     def _get(self, table: Any, key: str, what: str, field: str) -> Any:
+        """The row, if it exists in a workspace the caller may see (services/access.py)."""
         with self.db.session() as s:
             row = s.get(table, key)
             if row is None:
                 raise NotFound(f"{what} {key!r} not found", field=field)
+            owner = s.get(Task, row.task_id) if isinstance(row, TaskRun) else row
+            require_visible(s, owner.workspace_id if owner is not None else None, f"{what} {key!r}", field)
             return row
 
     def orchestration(self, orchestration_id: str) -> Orchestration:
@@ -220,14 +230,19 @@ class JobService:
                                    f"{orchestration.status_reason}", field="orch_id")
             task = Task(id=str(uuid.uuid4()), workspace_id=workspace_id, orchestration_id=orchestration_id,
                         name=name, kind=kind.value, schedule=schedule, overlap=policy.value, timeout_s=timeout_s,
-                        arguments=arguments, status=TaskStatus.PENDING.value, owner_id=owner,
+                        arguments=self.secrets.seal_json(arguments), status=TaskStatus.PENDING.value, owner_id=owner,
                         next_fire_at=next_fire(schedule, now) if schedule else None, created_at=now, updated_at=now)
             s.add(task)
             run = None
             if kind is not TaskKind.SCHEDULED:
                 s.flush()
                 run = self._new_run(s, task, tick=f"seq-{uuid.uuid4().hex}")
-            return task, run
+        return self._opened(task), run
+
+    def _opened(self, task: Task) -> Task:
+        """The detached row with its arguments in plain text (set as loaded: never written back)."""
+        set_committed_value(task, "arguments", self.secrets.open_json(task.arguments))
+        return task
 
     def _new_run(self, s: Any, task: Task, tick: str) -> TaskRun:
         run = TaskRun(id=str(uuid.uuid4()), task_id=task.id, tick=tick, status=RunStatus.PENDING.value,
@@ -237,7 +252,7 @@ class JobService:
         return run
 
     def task(self, task_id: str) -> Task:
-        return self._get(Task, task_id, "task", "id")
+        return self._opened(self._get(Task, task_id, "task", "id"))
 
     def tasks(self, workspace_id: int | None = None, *, killed: bool | None = None,
               orchestration_id: str | None = None) -> list[Task]:
@@ -246,16 +261,22 @@ class JobService:
             if workspace_id is not None:
                 get_workspace_row(s, workspace_id)
                 query = query.where(Task.workspace_id == workspace_id)
+            elif (visible := visible_workspaces(s)) is not None:
+                query = query.where(Task.workspace_id.in_(visible))
             if killed is not None:
                 query = query.where(Task.killed == killed)
             if orchestration_id is not None:
                 query = query.where(Task.orchestration_id == orchestration_id)
-            return list(s.scalars(query))
+            rows = list(s.scalars(query))
+        return [self._opened(t) for t in rows]
 
     def tasks_by_sha(self, sha: str) -> list[str]:
         with self.db.session() as s:
-            return list(s.scalars(select(Task.id).join(Orchestration, Task.orchestration_id == Orchestration.id)
-                                  .where(Orchestration.sha == sha).order_by(Task.created_at)))
+            query = (select(Task.id).join(Orchestration, Task.orchestration_id == Orchestration.id)
+                     .where(Orchestration.sha == sha).order_by(Task.created_at))
+            if (visible := visible_workspaces(s)) is not None:
+                query = query.where(Task.workspace_id.in_(visible))
+            return list(s.scalars(query))
 
     def runs(self, task_id: str, *, status: str | None = None, limit: int | None = None) -> list[TaskRun]:
         """Newest first."""
@@ -300,7 +321,8 @@ class JobService:
             if orchestration.status != PackageStatus.READY.value:
                 raise NotReadyYet(orchestration.status, orchestration.status_reason)
             return RunStart(run.id, task.id, self.unpacked(orchestration.sha), orchestration.entrypoint,
-                            orchestration.requirements, dict(task.arguments or {}), task.timeout_s)
+                            orchestration.requirements, dict(self.secrets.open_json(task.arguments) or {}),
+                            task.timeout_s, task.workspace_id)
 
     def mark_running(self, run_id: str, pid: int, token_id: str) -> None:
         with self.db.session() as s:
@@ -385,12 +407,13 @@ class JobService:
             task = s.get(Task, task_id)
             if task is None:
                 raise NotFound(f"task {task_id!r} not found", field="id")
+            require_visible(s, task.workspace_id, f"task {task_id!r}", "id")
             if task.status != TaskStatus.KILLED.value:
                 task.killed = True
                 task.status = TaskStatus.PENDING_KILL.value
                 task.next_fire_at = None
                 task.updated_at = utcnow()
-            return task
+        return self._opened(task)
 
     def end_kill(self, task_id: str) -> None:
         """Runs are stopped: mark them killed, delete their logs (the seed's kill semantics)."""

@@ -13,6 +13,7 @@ from modelport.domain.entities import PipelineInfo, PipelineVersionInfo
 from modelport.domain.errors import AlreadyExists, InvalidInput, NotFound
 from modelport.domain.names import check_dns_name
 from modelport.domain.pipelines import definition_dict, parse_definition
+from modelport.services.access import require_visible, visible_workspaces
 from modelport.services.registry import RegistryService, get_workspace_row
 from modelport.store.database import Database
 from modelport.store.tables import Pipeline, PipelineVersion, utcnow
@@ -87,6 +88,7 @@ class PipelineService:
             row = s.get(Pipeline, pipeline_pk, options=[selectinload(Pipeline.versions)])
             if row is None:
                 raise NotFound(f"pipeline {pipeline_pk} not found", field="pipeline_id")
+            require_visible(s, row.workspace_id, f"pipeline {pipeline_pk}", "pipeline_id")
             return pipeline_info(row)
 
     def get_by_name(self, name: str, workspace_id: int | None = None) -> PipelineInfo:
@@ -95,6 +97,8 @@ class PipelineService:
             if workspace_id is not None:
                 get_workspace_row(s, workspace_id)
                 query = query.where(Pipeline.workspace_id == workspace_id)
+            elif (visible := visible_workspaces(s)) is not None:
+                query = query.where(Pipeline.workspace_id.in_(visible))
             rows = list(s.scalars(query))
             if not rows:
                 raise NotFound(f"pipeline {name!r} not found", field="pipeline_name")
@@ -108,6 +112,7 @@ class PipelineService:
             row = s.get(PipelineVersion, version_pk)
             if row is None:
                 raise NotFound(f"pipeline version {version_pk} not found", field="pipeline_version_pk_id")
+            require_visible(s, row.pipeline.workspace_id, f"pipeline version {version_pk}", "pipeline_version_pk_id")
             return pipeline_version_info(row)
 
     def list(self, workspace_id: int | None = None) -> list[PipelineInfo]:
@@ -116,6 +121,8 @@ class PipelineService:
             if workspace_id is not None:
                 get_workspace_row(s, workspace_id)
                 query = query.where(Pipeline.workspace_id == workspace_id)
+            elif (visible := visible_workspaces(s)) is not None:
+                query = query.where(Pipeline.workspace_id.in_(visible))
             return [pipeline_info(p) for p in s.scalars(query)]
 
     def copy(self, source_pk: int, name: str, workspace_id: int, version: str | None = None,

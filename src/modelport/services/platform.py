@@ -20,7 +20,11 @@ from modelport.services.dataiku import DataikuServices
 from modelport.services.jobs import JobService
 from modelport.services.sagemaker import SageMakerService
 from modelport.serving.plane import PlaneSettings, ServingPlane
+from modelport.services.access import Access
 from modelport.services.auth import AccessTokens, AuthService
+from modelport.services.credentials import CredentialService
+from modelport.services.sessions import SessionService
+from modelport.services.users import UserService
 from modelport.services.deployments import DeploymentService
 from modelport.services.inference_log import InferenceLogService
 from modelport.services.pipelines import PipelineService
@@ -28,20 +32,27 @@ from modelport.services.registry import ModelVerifier, RegistryService
 from modelport.settings import Settings
 from modelport.store.artifacts import open_artifact_store
 from modelport.store.database import Database
+from modelport.store.home import prepare_home
+from modelport.store.secrets import SecretBox, seal_plain_rows
 
 
 class Platform:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        settings.resolved_home.mkdir(parents=True, exist_ok=True)
+        prepare_home(settings.resolved_home)
         if not settings.dataiku_import_roots:  # the default import folder exists, ready for bundles to be dropped in
             (settings.resolved_home / "dataiku-imports").mkdir(exist_ok=True)
+        self.secrets = SecretBox.for_home(settings.resolved_home, settings.secret_key)
         self.db = Database(settings.resolved_database_url)
         self.ledger = ServerLedger(self.db, home=settings.resolved_home, url=settings.base_url)
         self.recovery = Recovery()
         self.artifacts = open_artifact_store(settings.artifacts_location, settings.artifact_cache_dir,
                                              s3_endpoint_url=settings.s3_endpoint_url)
         self.auth = AuthService(self.db)
+        self.access = Access(self.db)
+        self.users = UserService(self.db, self.auth, self.access, forget_key=lambda key: self.sagemaker.forget_key(key))
+        self.credentials = CredentialService(self.db, self.auth, forget_key=lambda key: self.sagemaker.forget_key(key))
+        self.sessions = SessionService(self.db, ttl_s=settings.session_ttl_s)
         self.registry = RegistryService(self.db, self.artifacts, max_upload_bytes=settings.max_upload_bytes)
         self.pipelines = PipelineService(self.db, self.registry)
         self._verifier = ModelVerifier(self.registry, timeout_s=settings.model_check_timeout_s)
@@ -54,21 +65,21 @@ class Platform:
             autoscale_interval_s=settings.autoscale_interval_s,
         ), resolve_environment=self._environment_for)
         self.deployments = DeploymentService(self.db, self.registry, self.plane,
-                                             default_idle_s=settings.scale_down_idle_s)
+                                             default_idle_s=settings.scale_down_idle_s, access=self.access)
         self.inference_log = InferenceLogService(self.db, retention=settings.inference_log_retention,
                                                   max_per_second=settings.inference_log_max_per_second)
         self.jobs = JobService(
             self.db, self.artifacts, self.environments, settings.resolved_home, max_upload_bytes=settings.max_upload_bytes,
             limits=ArchiveLimits(settings.max_archive_entries, settings.max_archive_bytes, settings.max_compression_ratio),
             allow_second_schedules=settings.allow_second_schedules, run_history=settings.run_history,
-            server_id=self.ledger.id)
+            server_id=self.ledger.id, secrets=self.secrets)
         self.supervisor = RunSupervisor(self.jobs, self.auth, self.environments, settings.base_url,
                                         kill_grace_s=settings.kill_grace_s)
         self.scheduler = Scheduler(self.jobs, self.supervisor)
         self.sagemaker = SageMakerService(
             self.db, self.plane, settings.resolved_home / "sagemaker", account_id=settings.aws_account_id,
             file_roots=settings.sagemaker_file_roots, s3_endpoint_url=settings.s3_endpoint_url,
-            max_artifact_bytes=settings.max_upload_bytes)
+            max_artifact_bytes=settings.max_upload_bytes, secrets=self.secrets)
         self.dataiku = DataikuServices(
             self.db, self.plane, self.artifacts, settings.resolved_home / "dataiku",
             import_roots=settings.resolved_import_roots, max_bundle_bytes=settings.max_upload_bytes,
@@ -76,7 +87,7 @@ class Platform:
             check_timeout_s=settings.model_check_timeout_s)
         self.craftai = CraftAiService(self.db, self.artifacts, self.environments, settings.resolved_home / "craftai",
                                       max_upload_bytes=settings.max_upload_bytes,
-                                      allow_second_schedules=settings.allow_second_schedules)
+                                      allow_second_schedules=settings.allow_second_schedules, secrets=self.secrets)
         self.craftai_tokens = AccessTokens(settings.resolved_home / "craftai-signing.key")
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -86,6 +97,7 @@ class Platform:
         self.db.migrate()
         self.recovery = self.ledger.register()  # before this server starts any process of its own
         local.install(self.ledger)
+        seal_plain_rows(self.db, self.secrets)
         admin_token = self.auth.bootstrap_admin(self.settings.admin_token)
         if admin_token is not None:
             path = self.settings.admin_token_file

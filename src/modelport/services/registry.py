@@ -24,7 +24,10 @@ from modelport.jobs.environments import EnvironmentBuildFailed, EnvironmentBuild
 from modelport.jobs.packages import inspect_zip
 from modelport.store.artifacts import ArtifactStore
 from modelport.store.database import Database
-from modelport.store.tables import Model, ModelVersion, Pipeline, Workspace, utcnow
+from modelport.services.access import (
+    acting, memberships_changed, require_visible, require_workspace, visible_workspaces,
+)
+from modelport.store.tables import Model, ModelVersion, Pipeline, Workspace, WorkspaceMember, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +74,14 @@ def model_info(row: Model) -> ModelInfo:
                      tuple(version_info(v) for v in row.versions))
 
 
-def get_workspace_row(s: Session, workspace_id: object) -> Workspace:
+def get_workspace_row(s: Session, workspace_id: object, *, owner: bool = False) -> Workspace:
+    """The workspace, if the caller is a member (its owner when `owner`) or an admin (services/access.py)."""
     if isinstance(workspace_id, bool) or not isinstance(workspace_id, int):
         raise InvalidInput("workspace_id must be an integer", field="workspace_id")
     row = s.get(Workspace, workspace_id)
     if row is None:
         raise NotFound(f"workspace {workspace_id} not found", field="workspace_id")
+    require_workspace(s, workspace_id, owner=owner)
     return row
 
 
@@ -98,9 +103,16 @@ class RegistryService:
                 row = Workspace(name=name, created_by=created_by, created_at=utcnow())
                 s.add(row)
                 s.flush()
-                return WorkspaceInfo(row.id, row.name, row.created_by, row.archived, row.created_at)
+                principal = acting()
+                owner = principal.user_id if principal is not None else None
+                if owner is not None:  # its creator owns it (Wallaroo's rule)
+                    s.add(WorkspaceMember(workspace_id=row.id, user_id=owner, role="owner", created_at=utcnow()))
+                info = WorkspaceInfo(row.id, row.name, row.created_by, row.archived, row.created_at)
         except IntegrityError:
             raise AlreadyExists(f"workspace {name!r} already exists", field="workspace_name") from None
+        if owner is not None:
+            memberships_changed(owner)  # inference in the new workspace is allowed at once
+        return info
 
     def list_workspaces(self) -> list[WorkspaceInfo]:
         with self.db.session() as s:
@@ -110,10 +122,14 @@ class RegistryService:
             pipelines: dict[int, list[int]] = {}
             for wid, pid in s.execute(select(Pipeline.workspace_id, Pipeline.id).order_by(Pipeline.id)):
                 pipelines.setdefault(wid, []).append(pid)
+            query = select(Workspace).order_by(Workspace.id)
+            visible = visible_workspaces(s)
+            if visible is not None:
+                query = query.where(Workspace.id.in_(visible))
             return [
                 WorkspaceInfo(w.id, w.name, w.created_by, w.archived, w.created_at,
                               tuple(models.get(w.id, [])), tuple(pipelines.get(w.id, [])))
-                for w in s.scalars(select(Workspace).order_by(Workspace.id))
+                for w in s.scalars(query)
             ]
 
     def get_workspace(self, workspace_id: int) -> WorkspaceInfo:
@@ -174,6 +190,8 @@ class RegistryService:
             if workspace_id is not None:
                 get_workspace_row(s, workspace_id)
                 query = query.where(Model.workspace_id == workspace_id)
+            elif (visible := visible_workspaces(s)) is not None:
+                query = query.where(Model.workspace_id.in_(visible))
             return [model_info(m) for m in s.scalars(query)]
 
     def list_versions(self, model_name: str, models_pk_id: int | None) -> list[ModelVersionInfo]:
@@ -187,10 +205,14 @@ class RegistryService:
                     version = s.get(ModelVersion, models_pk_id)
                     model = version.model if version is not None and version.model.name == model_name else None
             else:
-                candidates = list(s.scalars(select(Model).where(Model.name == model_name)))
+                query = select(Model).where(Model.name == model_name)
+                if (visible := visible_workspaces(s)) is not None:
+                    query = query.where(Model.workspace_id.in_(visible))
+                candidates = list(s.scalars(query))
                 model = candidates[0] if len(candidates) == 1 else None
             if model is None:
                 raise NotFound(f"model {model_name!r} (id {models_pk_id}) not found", field="model_id")
+            require_visible(s, model.workspace_id, f"model {model_name!r} (id {models_pk_id})", "model_id")
             return [version_info(v) for v in model.versions]
 
     def get_version(self, version_pk: int) -> ModelVersionInfo:
@@ -198,6 +220,7 @@ class RegistryService:
             row = s.get(ModelVersion, version_pk)
             if row is None:
                 raise NotFound(f"model version {version_pk} not found", field="model_version_id")
+            require_visible(s, row.model.workspace_id, f"model version {version_pk}", "model_version_id")
             return version_info(row)
 
     def find_version(self, s: Session, workspace_id: int, name: str, version: str) -> ModelVersion | None:

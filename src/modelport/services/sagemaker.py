@@ -30,6 +30,9 @@ from modelport.jobs.environments import normalise
 from modelport.jobs.packages import extract_tar
 from modelport.serving.plane import ServingPlane
 from modelport.store.database import Database
+from modelport.domain.entities import Principal
+from modelport.services.access import home_workspace, is_visible, visible_workspaces
+from modelport.store.secrets import SecretBox
 from modelport.store.tables import (
     AwsAccessKey, SageMakerEndpoint, SageMakerEndpointConfig, SageMakerModel, utcnow,
 )
@@ -74,8 +77,10 @@ def framework_of(image: str) -> str:
 
 class SageMakerService:
     def __init__(self, db: Database, plane: ServingPlane, root: Path, *, account_id: str,
-                 file_roots: list[Path], s3_endpoint_url: str | None, max_artifact_bytes: int) -> None:
+                 file_roots: list[Path], s3_endpoint_url: str | None, max_artifact_bytes: int,
+                 secrets: SecretBox) -> None:
         self.db = db
+        self.secrets = secrets  # access keys' secrets are sealed at rest; SigV4 needs them in plain text
         self.plane = plane
         self.root = root
         self.account_id = account_id
@@ -83,20 +88,33 @@ class SageMakerService:
         self.s3_endpoint_url = s3_endpoint_url
         self.max_artifact_bytes = max_artifact_bytes
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._secrets: dict[str, tuple[str, float]] = {}
+        self._secrets: dict[str, tuple[str, float, Principal]] = {}
 
     # -- access keys ---------------------------------------------------------------------------------------------------
-    def create_key(self, name: str) -> tuple[str, str]:
+    def create_key(self, name: str, *, user_id: str | None = None,
+                   workspace_id: int | None = None) -> tuple[str, str]:
+        """A new key pair; the secret is returned this once and stored sealed. A key bound to a workspace acts in
+        it (see services/access.py); an unbound key, made by an admin, sees every workspace."""
         access_key = "AKMP" + secrets.token_hex(8).upper()
         secret = secrets.token_urlsafe(30)
         with self.db.session() as s:
-            s.add(AwsAccessKey(access_key_id=access_key, secret=secret, name=name))
+            s.add(AwsAccessKey(access_key_id=access_key, secret=self.secrets.seal(secret), name=name,
+                               user_id=user_id, workspace_id=workspace_id, created_at=utcnow()))
         return access_key, secret
+
+    def forget_key(self, access_key: str) -> None:
+        """Drop a revoked key from the cache: refused from the next request on."""
+        self._secrets.pop(access_key, None)
 
     def cached_secret(self, access_key: str) -> str | None:
         """A recently verified key's secret, without I/O (the invocation hot path)."""
         hit = self._secrets.get(access_key)
         return hit[0] if hit is not None and hit[1] > time.monotonic() else None
+
+    def principal_of(self, access_key: str) -> Principal:
+        """Who a key acts as: its user, in its bound workspace; a key of no user and no workspace (made by an admin,
+        as `modelport token create --aws` does by default) acts as an admin. Known after `secret_for`."""
+        return self._secrets[access_key][2]
 
     def secret_for(self, access_key: str) -> str:
         with self.db.session() as s:
@@ -107,8 +125,14 @@ class SageMakerService:
                                      "The security token included in the request is invalid.", 403)
             if len(self._secrets) > 10_000:
                 self._secrets.clear()
-            self._secrets[access_key] = (row.secret, time.monotonic() + 5.0)
-            return row.secret
+            secret = self.secrets.open(row.secret)
+            now = utcnow()
+            if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
+                row.last_used_at = now
+            kind = "admin" if row.user_id is None and row.workspace_id is None else "user"
+            principal = Principal(row.access_key_id, row.name, kind, (), row.user_id, row.workspace_id)
+            self._secrets[access_key] = (secret, time.monotonic() + 5.0, principal)
+            return secret
 
     def arn(self, kind: str, name: str, region: str) -> str:
         return f"arn:aws:sagemaker:{region}:{self.account_id}:{kind}/{name.lower()}"
@@ -140,18 +164,19 @@ class SageMakerService:
         with self.db.session() as s:
             if s.get(SageMakerModel, name) is not None:
                 raise validation(f'Cannot create already existing model "{arn}".')
-            s.add(SageMakerModel(name=name, arn=arn, definition={**request, "PrimaryContainer": container}))
+            s.add(SageMakerModel(name=name, arn=arn, definition={**request, "PrimaryContainer": container},
+                                 workspace_id=home_workspace(s)))
         return {"ModelArn": arn}
 
     def _model(self, s: Any, name: str) -> SageMakerModel:
         row = s.get(SageMakerModel, name)
-        if row is None:
+        if row is None or not is_visible(s, row.workspace_id):  # another workspace's: as if it did not exist
             raise validation(f'Could not find model "{self.arn("model", name, "*")}".')
         return row
 
     def _config(self, s: Any, name: str) -> SageMakerEndpointConfig:
         row = s.get(SageMakerEndpointConfig, name)
-        if row is None:
+        if row is None or not is_visible(s, row.workspace_id):
             raise validation(f'Could not find endpoint configuration "{name}".')
         return row
 
@@ -172,7 +197,10 @@ class SageMakerService:
 
     def list_models(self, request: dict[str, Any]) -> dict[str, Any]:
         with self.db.session() as s:
-            rows = list(s.scalars(select(SageMakerModel)))
+            query = select(SageMakerModel)
+            if (visible := visible_workspaces(s)) is not None:
+                query = query.where(SageMakerModel.workspace_id.in_(visible))
+            rows = list(s.scalars(query))
         items = [{"ModelName": r.name, "ModelArn": r.arn, "CreationTime": r.created_at} for r in rows]
         return _listing("Models", items, request, "ModelName")
 
@@ -192,7 +220,8 @@ class SageMakerService:
                     raise validation(f"The variant name(s) [{variant_name}] are not unique.")
                 seen.add(variant_name)
                 model = v.get("ModelName")
-                if not isinstance(model, str) or s.get(SageMakerModel, model) is None:
+                known = s.get(SageMakerModel, model) if isinstance(model, str) else None
+                if known is None or not is_visible(s, known.workspace_id):
                     raise validation(f'Could not find model "{self.arn("model", str(model), region)}".')
                 count = v.get("InitialInstanceCount", 1)
                 if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 16:
@@ -203,7 +232,7 @@ class SageMakerService:
             arn = self.arn("endpoint-config", name, region)
             if s.get(SageMakerEndpointConfig, name) is not None:
                 raise validation(f'Cannot create already existing endpoint configuration "{arn}".')
-            s.add(SageMakerEndpointConfig(name=name, arn=arn, definition=request))
+            s.add(SageMakerEndpointConfig(name=name, arn=arn, definition=request, workspace_id=home_workspace(s)))
         return {"EndpointConfigArn": arn}
 
     def describe_endpoint_config(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -222,7 +251,10 @@ class SageMakerService:
 
     def list_endpoint_configs(self, request: dict[str, Any]) -> dict[str, Any]:
         with self.db.session() as s:
-            rows = list(s.scalars(select(SageMakerEndpointConfig)))
+            query = select(SageMakerEndpointConfig)
+            if (visible := visible_workspaces(s)) is not None:
+                query = query.where(SageMakerEndpointConfig.workspace_id.in_(visible))
+            rows = list(s.scalars(query))
         items = [{"EndpointConfigName": r.name, "EndpointConfigArn": r.arn, "CreationTime": r.created_at} for r in rows]
         return _listing("EndpointConfigs", items, request, "EndpointConfigName")
 
@@ -235,12 +267,13 @@ class SageMakerService:
             self._config(s, config)
             if s.scalar(select(SageMakerEndpoint.id).where(SageMakerEndpoint.name == name)) is not None:
                 raise validation(f'Cannot create already existing endpoint "{arn}".')
-            s.add(SageMakerEndpoint(name=name, arn=arn, config_name=config, status="Creating"))
+            s.add(SageMakerEndpoint(name=name, arn=arn, config_name=config, status="Creating",
+                                    workspace_id=home_workspace(s)))
         return {"EndpointArn": arn}
 
     def _endpoint(self, s: Any, name: str) -> SageMakerEndpoint:
         row = s.scalar(select(SageMakerEndpoint).where(SageMakerEndpoint.name == name))
-        if row is None:
+        if row is None or not is_visible(s, row.workspace_id):
             raise validation(f"Could not find endpoint \"{self.arn('endpoint', name, '*')}\".")
         return row
 
@@ -333,7 +366,10 @@ class SageMakerService:
             raise validation(f"Value {status!r} at 'statusEquals' failed to satisfy constraint: Member must satisfy "
                              f"enum value set: [{', '.join(ENDPOINT_STATUSES)}]")
         with self.db.session() as s:
-            rows = list(s.scalars(select(SageMakerEndpoint)))
+            query = select(SageMakerEndpoint)
+            if (visible := visible_workspaces(s)) is not None:
+                query = query.where(SageMakerEndpoint.workspace_id.in_(visible))
+            rows = list(s.scalars(query))
         items = [{"EndpointName": r.name, "EndpointArn": r.arn, "EndpointStatus": r.status,
                   "CreationTime": r.created_at, "LastModifiedTime": r.updated_at} for r in rows
                  if status is None or r.status == status]
@@ -356,7 +392,7 @@ class SageMakerService:
                 raise SageMakerError("ValidationException", f"endpoint configuration {row.config_name!r} was deleted")
             models = {v["ModelName"]: s.get(SageMakerModel, v["ModelName"]) for v in config.definition["ProductionVariants"]}
             name, variants_def, overrides = row.name, config.definition["ProductionVariants"], dict(row.variant_overrides or {})
-            config_name = row.config_name
+            config_name, workspace_id = row.config_name, row.workspace_id or 0  # 0: no workspace, admins only
         variants = []
         for v in variants_def:
             model = models[v["ModelName"]]
@@ -374,7 +410,7 @@ class SageMakerService:
                 steps=((ModelSpec(model.name, model.name, sha, framework, str(path), requirements, environment),),),
                 weight=float(override.get("DesiredWeight", v.get("InitialVariantWeight", 1.0))),
                 scaling=Scaling(initial=count, minimum=count, maximum=count), batching=Batching()))
-        return DeploymentSpec(endpoint_id, name, 0, 0, name, tuple(variants), face="sagemaker")
+        return DeploymentSpec(endpoint_id, name, workspace_id, 0, name, tuple(variants), face="sagemaker")
 
     def _fetch(self, url: str | None, folder: Path, image: str) -> tuple[Path, str, str, tuple[str, ...]]:
         """Download and unpack; return what to load, its sha256, the runtime and the code's requirements."""

@@ -90,7 +90,10 @@ class Database:
     """The engine and a session factory; repositories receive sessions from `session()`."""
 
     def __init__(self, url: str) -> None:
+        from modelport.store.home import private_sqlite_file
+
         self.url = url
+        private_sqlite_file(url)
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 

@@ -49,6 +49,43 @@ class ApiToken(Base):
     services: Mapped[list[Any] | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # the user a non-admin token belongs to, and the workspace faces without workspaces act in (see services/access)
+    user_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    workspace_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class User(Base):
+    """A person (Wallaroo identifies users by email); every non-admin token belongs to one."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    email: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WorkspaceMember(Base):
+    """Wallaroo's workspace membership: role `owner` or `collaborator`."""
+
+    __tablename__ = "workspace_members"
+
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ConsoleSession(Base):
+    """A signed-in console session; the cookie holds a random secret, this row its sha256. Deleting the row (logout,
+    token revocation, user removal) ends the session at once."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_id: Mapped[str] = mapped_column(String(36), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Workspace(Base):
@@ -245,15 +282,19 @@ class AwsAccessKey(Base):
     __tablename__ = "aws_access_keys"
 
     access_key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    secret: Mapped[str] = mapped_column(String(64))
+    secret: Mapped[str] = mapped_column(Text)  # sealed (store/secrets.py)
     name: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    user_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    workspace_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class SageMakerModel(Base):
     __tablename__ = "sagemaker_models"
 
+    workspace_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)  # services/access.py
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
     arn: Mapped[str] = mapped_column(String(255))
     definition: Mapped[dict[str, Any]] = mapped_column()  # the CreateModel request, as given
@@ -263,6 +304,7 @@ class SageMakerModel(Base):
 class SageMakerEndpointConfig(Base):
     __tablename__ = "sagemaker_endpoint_configs"
 
+    workspace_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)  # services/access.py
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
     arn: Mapped[str] = mapped_column(String(255))
     definition: Mapped[dict[str, Any]] = mapped_column()
@@ -272,6 +314,7 @@ class SageMakerEndpointConfig(Base):
 class SageMakerEndpoint(Base):
     __tablename__ = "sagemaker_endpoints"
 
+    workspace_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)  # services/access.py
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(63), unique=True)
     arn: Mapped[str] = mapped_column(String(255))
@@ -288,6 +331,7 @@ class DataikuService(Base):
 
     __tablename__ = "dataiku_services"
 
+    workspace_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)  # services/access.py
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -326,6 +370,7 @@ class CraftPipeline(Base):
 
     __tablename__ = "craft_pipelines"
 
+    workspace_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)  # services/access.py
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
     function_path: Mapped[str] = mapped_column(Text)
     function_name: Mapped[str] = mapped_column(String(100))
@@ -346,6 +391,7 @@ class CraftDeployment(Base):
 
     __tablename__ = "craft_deployments"
 
+    workspace_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)  # services/access.py
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
     pipeline_name: Mapped[str] = mapped_column(String(63), index=True)
     execution_rule: Mapped[str] = mapped_column(String(16))
@@ -354,6 +400,8 @@ class CraftDeployment(Base):
     schedule: Mapped[str | None] = mapped_column(String(120), nullable=True)
     endpoint_url_path: Mapped[str | None] = mapped_column(String(63), nullable=True, unique=True)
     endpoint_token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    endpoint_token_created_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    endpoint_token_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     inputs_mapping: Mapped[list[Any]] = mapped_column(default=list)
     outputs_mapping: Mapped[list[Any]] = mapped_column(default=list)
     execution_timeout_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -370,6 +418,7 @@ class CraftExecution(Base):
     __tablename__ = "craft_executions"
     __table_args__ = (UniqueConstraint("deployment_name", "tick"),)
 
+    workspace_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)  # services/access.py
     id: Mapped[str] = mapped_column(String(100), primary_key=True)
     pipeline_name: Mapped[str] = mapped_column(String(63), index=True)
     deployment_name: Mapped[str | None] = mapped_column(String(63), nullable=True, index=True)
@@ -386,8 +435,9 @@ class CraftExecution(Base):
 class CraftEnvironmentVariable(Base):
     __tablename__ = "craft_environment_variables"
 
+    workspace_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)  # services/access.py
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
+    value: Mapped[str] = mapped_column(Text)  # sealed (store/secrets.py)
 
 
 class ServerRecord(Base):

@@ -29,6 +29,7 @@ for _prefix in PREFIXES:
 
 LONG_POLL_S = 10.0
 API = "/api/v1"
+HIDDEN = "********"  # what a set environment variable shows instead of its value
 router = APIRouter(prefix=API, dependencies=[Depends(require_user)], tags=["craftai"])
 public = APIRouter(tags=["craftai"])
 
@@ -334,8 +335,9 @@ async def new_endpoint_token(name: str, request: Request) -> JSON:
 
 @router.get("/environment-variables", operation_id="craftai_list_environment_variables")
 async def list_variables(request: Request) -> JSON:
-    values = await run_in_threadpool(_service(request).environment_variables)
-    return JSON([{"name": k, "value": v} for k, v in sorted(values.items())])
+    """Which variables are set; their values are write-only (sealed at rest, given only to executions)."""
+    names = await run_in_threadpool(_service(request).environment_variable_names)
+    return JSON([{"name": name, "value": HIDDEN} for name in names])
 
 
 @router.put("/environment-variables", operation_id="craftai_set_environment_variable")

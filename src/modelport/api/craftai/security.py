@@ -13,6 +13,7 @@ from starlette.responses import Response
 from modelport.api.responses import JSON
 from modelport.domain.entities import Principal
 from modelport.domain.errors import Forbidden, ModelportError, Unauthenticated
+from modelport.services.access import act_as
 
 PREFIXES = ("/api/v1/", "/endpoints/")
 
@@ -40,4 +41,5 @@ async def require_user(request: Request) -> Principal:
     if principal.is_service_key:
         raise Forbidden("a service key may only call the prediction API of its services")
     request.state.principal = principal
+    act_as(principal)
     return principal

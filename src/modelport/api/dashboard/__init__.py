@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,65 +16,63 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from modelport.api.responses import JSON
 from modelport.domain.entities import Principal
 from modelport.domain.errors import Forbidden, ModelportError, NotFound, Unauthenticated
+from modelport.services.access import act_as
 from modelport.services.auth import signing_key
 from modelport.services.dashboard import DashboardQueries
 
 HERE = Path(__file__).parent
 COOKIE = "modelport_session"
-SESSION_S = 8 * 3600
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 router = APIRouter(include_in_schema=False)
 
 
-class Sessions:
-    """Stateless signed session cookies: `<token id>.<expiry>.<hmac>`; the CSRF token is an HMAC of the cookie,
-    so a form posted from another site (which cannot read it) is refused."""
+class Csrf:
+    """The CSRF token is an HMAC of the session cookie, so a form posted from another site (which cannot read the
+    cookie) is refused. Sessions themselves live in the database (services/sessions.py): revocable at once."""
 
     def __init__(self, key_file: Path) -> None:
         self.key = signing_key(key_file).encode()
 
-    def _mac(self, text: str) -> str:
-        return hmac.new(self.key, text.encode(), hashlib.sha256).hexdigest()
-
-    def issue(self, principal: Principal) -> str:
-        payload = f"{principal.token_id}.{int(time.time()) + SESSION_S}"
-        return f"{payload}.{self._mac(payload)}"
-
-    def token_id(self, cookie: str | None) -> str | None:
-        if not cookie or cookie.count(".") != 2:
-            return None
-        token_id, expires, mac = cookie.split(".")
-        if not hmac.compare_digest(mac, self._mac(f"{token_id}.{expires}")):
-            return None
-        if not expires.isdigit() or int(expires) < time.time():
-            return None
-        return token_id
-
     def csrf(self, cookie: str) -> str:
-        return self._mac("csrf:" + cookie)[:40]
+        return hmac.new(self.key, ("csrf:" + cookie).encode(), hashlib.sha256).hexdigest()[:40]
 
 
-def _sessions(request: Request) -> Sessions:
+def _sessions(request: Request) -> Csrf:
     platform = request.app.state.platform
-    if not hasattr(platform, "_dashboard_sessions"):
-        platform._dashboard_sessions = Sessions(platform.settings.resolved_home / "dashboard-session.key")
-    return platform._dashboard_sessions
+    if not hasattr(platform, "_dashboard_csrf"):
+        platform._dashboard_csrf = Csrf(platform.settings.resolved_home / "dashboard-session.key")
+    return platform._dashboard_csrf
 
 
 async def _principal(request: Request) -> Principal | None:
-    cookie = request.cookies.get(COOKIE)
-    token_id = _sessions(request).token_id(cookie)
+    """The signed-in principal of a live session (ended by logout, revocation or user removal), or None."""
+    if "dashboard_principal" in request.scope.get("state", {}):
+        return request.state.dashboard_principal
+    request.state.dashboard_principal = principal = await _session_principal(request)
+    return principal
+
+
+async def _session_principal(request: Request) -> Principal | None:
+    platform = request.app.state.platform
+    token_id = await run_in_threadpool(platform.sessions.token_id, request.cookies.get(COOKIE))
     if token_id is None:
         return None
     try:
-        principal = await run_in_threadpool(request.app.state.platform.auth.principal_by_id, token_id)
+        principal = await run_in_threadpool(platform.auth.principal_by_id, token_id)
     except Unauthenticated:
         return None
-    return None if principal.is_service_key else principal
+    if principal.is_service_key:
+        return None
+    act_as(principal)  # what the pages show and what their actions change is checked against it
+    return principal
 
 
 def _queries(request: Request) -> DashboardQueries:
     return DashboardQueries(request.app.state.platform)
+
+
+def _to_login() -> Response:
+    return RedirectResponse("/ui/login", status_code=303)
 
 
 async def _page(request: Request, template: str, **context: Any) -> Response:
@@ -129,7 +126,8 @@ async def login(request: Request) -> Response:
         # the form again, with the reason (200, as sign-in forms answer a failed attempt)
         return templates.TemplateResponse(request, "login.html", {"error": exc.message})
     response = RedirectResponse("/ui", status_code=303)
-    response.set_cookie(COOKIE, _sessions(request).issue(principal), max_age=SESSION_S, httponly=True,
+    cookie = await run_in_threadpool(request.app.state.platform.sessions.open, principal)
+    response.set_cookie(COOKIE, cookie, max_age=int(request.app.state.platform.sessions.ttl_s), httponly=True,
                         samesite="strict", secure=request.url.scheme == "https", path="/")
     return response
 
@@ -137,6 +135,7 @@ async def login(request: Request) -> Response:
 @router.post("/ui/logout")
 async def logout(request: Request) -> Response:
     await _require_action(request)
+    await run_in_threadpool(request.app.state.platform.sessions.close, request.cookies.get(COOKIE))
     response = RedirectResponse("/ui/login", status_code=303)
     response.delete_cookie(COOKIE, path="/")
     return response
@@ -151,26 +150,36 @@ async def home(request: Request) -> Response:
 
 @router.get("/ui/workspaces")
 async def workspaces(request: Request) -> Response:
+    if await _principal(request) is None:  # first: what the page loads is checked against who is signed in
+        return _to_login()
     return await _page(request, "workspaces.html", workspaces=await run_in_threadpool(_queries(request).workspaces))
 
 
 @router.get("/ui/models")
 async def models(request: Request) -> Response:
+    if await _principal(request) is None:  # first: what the page loads is checked against who is signed in
+        return _to_login()
     return await _page(request, "models.html", models=await run_in_threadpool(_queries(request).models))
 
 
 @router.get("/ui/pipelines")
 async def pipelines(request: Request) -> Response:
+    if await _principal(request) is None:  # first: what the page loads is checked against who is signed in
+        return _to_login()
     return await _page(request, "pipelines.html", pipelines=await run_in_threadpool(_queries(request).pipelines))
 
 
 @router.get("/ui/deployments")
 async def deployments(request: Request) -> Response:
+    if await _principal(request) is None:  # first: what the page loads is checked against who is signed in
+        return _to_login()
     return await _page(request, "deployments.html", deployments=await run_in_threadpool(_queries(request).deployments))
 
 
 @router.get("/ui/deployments/{key}")
 async def deployment(key: str, request: Request) -> Response:
+    if await _principal(request) is None:  # first: what the page loads is checked against who is signed in
+        return _to_login()
     queries = _queries(request)
     try:
         detail = await run_in_threadpool(queries.deployment, key)
@@ -211,6 +220,8 @@ async def redeploy(key: str, request: Request) -> Response:
 
 @router.get("/ui/jobs")
 async def jobs(request: Request) -> Response:
+    if await _principal(request) is None:  # first: what the page loads is checked against who is signed in
+        return _to_login()
     queries = _queries(request)
     return await _page(request, "jobs.html", orchestrations=await run_in_threadpool(queries.orchestrations),
                        tasks=await run_in_threadpool(queries.tasks))
@@ -218,6 +229,8 @@ async def jobs(request: Request) -> Response:
 
 @router.get("/ui/tasks/{task_id}")
 async def task(task_id: str, request: Request) -> Response:
+    if await _principal(request) is None:  # first: what the page loads is checked against who is signed in
+        return _to_login()
     try:
         detail = await run_in_threadpool(_queries(request).task, task_id)
     except NotFound:
@@ -236,6 +249,8 @@ async def kill(task_id: str, request: Request) -> Response:
 
 @router.get("/ui/runs/{run_id}")
 async def run(run_id: str, request: Request) -> Response:
+    if await _principal(request) is None:  # first: what the page loads is checked against who is signed in
+        return _to_login()
     queries = _queries(request)
     try:
         detail = await run_in_threadpool(queries.run, run_id)

@@ -7,6 +7,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from modelport.api.sagemaker.sigv4 import SignatureError, parse_authorization, verify
+from modelport.services.access import act_as
 from modelport.services.sagemaker import SageMakerError
 
 
@@ -24,4 +25,5 @@ async def authenticate(platform: Any, *, method: str, path: str, query: str, hea
         verify(method=method, path=path, query=query, headers=headers, body=body, credential=credential, secret=secret)
     except SignatureError as exc:
         raise SageMakerError(exc.code, exc.message, 403) from None
+    act_as(service.principal_of(credential.access_key))  # the key's user and workspace (services/access.py)
     return credential.region

@@ -14,6 +14,7 @@ from modelport.api import fastpath
 from modelport.api.sagemaker.auth import authenticate
 from modelport.domain.errors import InvalidInput, ModelportError, NotFound, NotReady
 from modelport.serving.replica import BatchRejected
+from modelport.services.access import acting
 from modelport.services.sagemaker import SageMakerError
 
 PREFIX = "/endpoints/"
@@ -82,6 +83,11 @@ async def invoke(request: fastpath.Request) -> fastpath.Reply:
     await authenticate(request.platform, method="POST", path=request.path, query=request.query.decode(),
                        headers=headers, body=request.body)
     live = request.platform.plane.routes.get(f"sagemaker:{name}")
+    if live is not None:  # an endpoint of another workspace does not exist for this key
+        try:
+            await request.platform.access.check_inference(acting(), live.spec.workspace_id, f"endpoint {name}")
+        except NotFound:
+            live = None
     if live is None:  # not serving: either it does not exist, or it is not InService (the database says which)
         from starlette.concurrency import run_in_threadpool
 

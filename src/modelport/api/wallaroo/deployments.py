@@ -73,16 +73,14 @@ def status_json(live: LiveDeployment) -> dict[str, Any]:
              openapi_extra=documented(schemas.DeploymentStatusQuery))
 async def get_deployment(request: Request,
                          body: schemas.DeploymentStatusQuery = json_body(schemas.DeploymentStatusQuery)) -> JSON:
-    live = _platform(request).deployments.plane.routes.get(body.name)
-    if live is None or live.spec.route != body.name:
-        raise NotFound(f"deployment {body.name!r} not found", field="name")
+    live = await run_in_threadpool(_platform(request).deployments.live, body.name)
     return JSON(status_json(live))
 
 
 @router.post("/admin/get_pipeline_external_url", operation_id="wallaroo_get_pipeline_external_url",
              openapi_extra=documented(schemas.ExternalUrl))
 async def external_url(request: Request, body: schemas.ExternalUrl = json_body(schemas.ExternalUrl)) -> JSON:
-    spec = _platform(request).deployments.find_running(body.workspace_id, body.pipeline_name)
+    spec = await run_in_threadpool(_platform(request).deployments.find_running, body.workspace_id, body.pipeline_name)
     base = request.app.state.settings.base_url
     return JSON({"url": f"{base}{PREFIX}/pipelines/infer/{spec.route}/{spec.pipeline_name}"})
 
@@ -120,6 +118,9 @@ async def infer(request: fastpath.Request) -> fastpath.Reply:
     live = plane.routes.get(deployment)
     if live is None or live.spec.route != deployment or live.spec.pipeline_name != pipeline:
         raise NotFound(f"no live deployment {deployment!r} of pipeline {pipeline!r}", field="deployment")
+    if not request.principal.is_admin:
+        await request.platform.access.check_inference(request.principal, live.spec.workspace_id,
+                                                      f"live deployment {deployment!r} of pipeline {pipeline!r}")
     content_type = request.header(b"content-type")
     columns, rows, arrow_in = _decode(content_type, request.body)
     result = await plane.infer(live, columns, rows)

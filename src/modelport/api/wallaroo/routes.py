@@ -18,6 +18,7 @@ from modelport.domain.entities import ModelInfo, ModelVersionInfo, PipelineInfo,
 from modelport.domain.errors import InvalidInput, UnsupportedMediaType
 from modelport.domain.models import parse_framework
 from modelport.services.registry import ModelUpload
+from modelport.services.users import WALLAROO_ROLES
 
 PREFIX = "/v1/api"
 T = TypeVar("T", bound=schemas.Body)
@@ -86,6 +87,38 @@ async def list_workspaces(request: Request, body: schemas.ListWorkspaces = json_
          "archived": w.archived, "models": list(w.model_ids), "pipelines": list(w.pipeline_ids)}
         for w in spaces
     ]})
+
+
+@router.post("/workspaces/add_user", operation_id="wallaroo_workspace_add_user",
+             openapi_extra=documented(schemas.AddWorkspaceUser))
+async def add_workspace_user(request: Request,
+                             body: schemas.AddWorkspaceUser = json_body(schemas.AddWorkspaceUser)) -> JSON:
+    """Owners (and admins) add a user, by email, as OWNER or COLLABORATOR (default)."""
+    role = WALLAROO_ROLES.get(body.user_type.upper())
+    if role is None:
+        raise InvalidInput("user_type must be OWNER or COLLABORATOR", field="user_type")
+    await run_in_threadpool(_platform(request).users.add_member, body.workspace_id, body.email, role)
+    return JSON({})
+
+
+@router.post("/workspaces/remove_user", operation_id="wallaroo_workspace_remove_user",
+             openapi_extra=documented(schemas.RemoveWorkspaceUser))
+async def remove_workspace_user(request: Request,
+                                body: schemas.RemoveWorkspaceUser = json_body(schemas.RemoveWorkspaceUser)) -> JSON:
+    who = body.email or body.user_id
+    if not who:
+        raise InvalidInput("email is required", field="email")
+    removed = await run_in_threadpool(_platform(request).users.remove_member, body.workspace_id, who)
+    return JSON({"affected_rows": removed})
+
+
+@router.post("/workspaces/list_users", operation_id="wallaroo_workspace_list_users",
+             openapi_extra=documented(schemas.ListWorkspaceUsers))
+async def list_workspace_users(request: Request,
+                               body: schemas.ListWorkspaceUsers = json_body(schemas.ListWorkspaceUsers)) -> JSON:
+    members = await run_in_threadpool(_platform(request).users.members, body.workspace_id)
+    return JSON({"users": [{"user_id": user.id, "email": user.email, "user_type": role.upper()}
+                           for user, role in members]})
 
 
 # -- models ----------------------------------------------------------------------------------------------------------

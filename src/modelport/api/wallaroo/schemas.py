@@ -19,6 +19,22 @@ class ListWorkspaces(Body):
     user_id: str | None = None
 
 
+class AddWorkspaceUser(Body):
+    workspace_id: int
+    email: str
+    user_type: str = "COLLABORATOR"  # OWNER | COLLABORATOR
+
+
+class RemoveWorkspaceUser(Body):
+    workspace_id: int
+    email: str | None = None
+    user_id: str | None = None  # Wallaroo's SDK removes by user id
+
+
+class ListWorkspaceUsers(Body):
+    workspace_id: int
+
+
 class Conversion(Body):
     framework: str = Field(default="onnx", max_length=32)
     python_version: str | None = Field(default=None, max_length=16)
