@@ -8,6 +8,7 @@ as everywhere else (`api/errors.py`), and every other route still goes to FastAP
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelport.api import errors, protocol
-from modelport.domain.errors import Forbidden, ModelportError, PayloadTooLarge
+from modelport.domain.errors import Forbidden, InternalError, ModelportError, PayloadTooLarge, Timeout
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class Request:
     headers: dict[bytes, bytes]
     body: bytes
     platform: Any
+    credentials: Any = None  # what the route's `gate` found in the headers (e.g. a verified SigV4 credential)
 
     def header(self, name: bytes, default: str = "") -> str:
         value = self.headers.get(name)
@@ -55,7 +57,14 @@ class Route:
     handler: Handler
     openapi_path: str
     operation: dict[str, Any] = field(default_factory=dict)
-    authenticate: bool = True  # bearer tokens; False when the handler authenticates itself (SigV4)
+    authenticate: bool = True  # bearer tokens; False when the face has its own scheme: then `gate` checks it
+    # The face's own authentication from the headers alone, before any byte of the body is read; what it returns is
+    # the request's `credentials`. Required when `authenticate` is False.
+    gate: Callable[[Request], Awaitable[Any]] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.authenticate and self.gate is None:
+            raise ValueError(f"route {self.openapi_path}: a route without bearer authentication needs a gate")
 
 
 routes: list[Route] = []
@@ -82,11 +91,13 @@ class FastPath:
     cycle to `serve_cycle`, which reads the body and writes the response in one piece. The ASGI entry (`__call__`)
     serves the same routes, with the same answers, for any other ASGI server."""
 
-    def __init__(self, app: ASGIApp, fastapi_app: Any, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, fastapi_app: Any, *, max_body_bytes: int, request_timeout_s: float = 300.0
+                 ) -> None:
         self.app = app
         self.fastapi_app = fastapi_app
         self.max_body = max_body_bytes
         self._platform: Any = None  # set by the lifespan; read once here (Starlette's State lookups are slow)
+        self.deadlines = Deadlines(request_timeout_s)
 
     def match(self, scope: Scope) -> tuple[Route | None, Scope]:
         """The hot route for this request, if any, and the scope with the path as the faces' rewrites read it."""
@@ -109,26 +120,51 @@ class FastPath:
         await self.app(scope, receive, send)
 
     async def _serve(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
+        task = self.deadlines.enter()
         try:
-            reply = await self.answer(route, scope, self._receive_body, receive)
-        except ModelportError as exc:
-            await errors.render(scope["path"], exc)(scope, receive, send)
-            return
-        await send({"type": "http.response.start", "status": reply.status, "headers": [
-            (b"content-type", reply.content_type), (b"content-length", str(len(reply.body)).encode()), *reply.headers]})
-        await send({"type": "http.response.body", "body": reply.body})
+            try:
+                reply = await self.answer(route, scope, self._receive_body, receive)
+            except ModelportError as exc:
+                await errors.render(scope["path"], exc)(scope, receive, send)
+                return
+            except asyncio.CancelledError:
+                if not self.deadlines.expired(task):
+                    raise
+                await errors.render(scope["path"], self.deadlines.error())(scope, receive, send)
+                return
+            await send({"type": "http.response.start", "status": reply.status, "headers": [
+                (b"content-type", reply.content_type), (b"content-length", str(len(reply.body)).encode()),
+                *reply.headers]})
+            await send({"type": "http.response.body", "body": reply.body})
+        except asyncio.CancelledError:
+            if not self.deadlines.expired(task):
+                raise  # past the deadline again while answering: the client does not read; the server drops it
+        finally:
+            self.deadlines.leave(task)
 
     async def serve_cycle(self, route: Route, scope: Scope, cycle: Any) -> None:
         """`_serve` on uvicorn's RequestResponseCycle (see api/protocol.py): the body as uvicorn buffered it, the
         reply written in one piece, and errors through the cycle's own ASGI `send`, like any other response."""
+        task = self.deadlines.enter()
         try:
             try:
                 reply = await self.answer(route, scope, protocol.read_body, cycle)
             except ModelportError as exc:
                 await errors.render(scope["path"], exc)(scope, cycle.receive, cycle.send)
                 return
+            except asyncio.CancelledError:
+                if not self.deadlines.expired(task):
+                    raise
+                cycle.keep_alive = False  # the body may be half read: this connection ends with the reply
+                await errors.render(scope["path"], self.deadlines.error())(scope, cycle.receive, cycle.send)
+                return
             await protocol.write_reply(cycle, reply.status, reply.content_type, reply.body, reply.headers)
+        except asyncio.CancelledError:
+            if not self.deadlines.expired(task):
+                raise
+            cycle.transport.close()  # past the deadline again while answering: the client does not read
         finally:
+            self.deadlines.leave(task)
             cycle.on_response = _nothing  # as uvicorn's run_asgi: a finished cycle must not restart the pipeline
 
     async def answer(self, route: Route, scope: Scope, read_body: Callable[[Any, int], Awaitable[bytes]],
@@ -140,23 +176,24 @@ class FastPath:
         try:
             headers = dict(scope["headers"])
             platform = self._platform or self._find_platform()
+            request = Request(path, scope["query_string"], headers, b"", platform)
             if route.authenticate:
                 token = _bearer_token(headers)
                 principal = platform.auth.cached(token) or await run_in_threadpool(platform.auth.authenticate, token)
                 if principal.is_service_key:
                     raise Forbidden("a service key may only call the prediction API of its services")
+            else:
+                request.credentials = await route.gate(request)  # type: ignore[misc]
             length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body:
                 raise PayloadTooLarge(f"request body is larger than {self.max_body} bytes")
-            body = await read_body(source, self.max_body)
-            return await route.handler(Request(path, scope["query_string"], headers, body, platform))
+            request.body = await read_body(source, self.max_body)
+            return await route.handler(request)
         except ModelportError:
             raise
         except Exception:
             log.exception("unhandled error on POST %s", path)
-            error = ModelportError("internal error; see the server log")
-            error.status, error.code = 500, "InternalError"
-            raise error from None
+            raise InternalError("internal error; see the server log") from None
 
     def _find_platform(self) -> Any:
         self._platform = self.fastapi_app.state.platform
@@ -186,6 +223,72 @@ class FastPath:
 
 def _nothing() -> None:
     return None
+
+
+class Deadlines:
+    """Every hot-path request has a deadline, and one sweep (a task waking every fraction of the timeout) cancels
+    the requests past theirs, wherever they wait: reading the body, authenticating, queued for a replica, the model,
+    writing the reply. Per request this costs two dict operations, not a timer or a task. A cancelled request is
+    answered 504 in its face's format; one that passes a second deadline while answering is dropped."""
+
+    GRACE_S = 10.0  # time a request that timed out gets to write its 504
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.pending: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def enter(self) -> asyncio.Task[Any]:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = self._loop
+        if loop is None or task.get_loop() is not loop:  # first request, or served on another loop (tests)
+            self.start()
+            loop = self._loop
+        self.pending[task] = loop.time() + self.timeout_s  # type: ignore[union-attr]
+        return task
+
+    def leave(self, task: asyncio.Task[Any]) -> None:
+        self.pending.pop(task, None)
+        self._expired.discard(task)
+
+    def expired(self, task: asyncio.Task[Any]) -> bool:
+        """Whether the cancellation being handled is this sweep's (then it is taken back), not a shutdown's."""
+        if task not in self._expired:
+            return False
+        self._expired.discard(task)
+        task.uncancel()
+        return True
+
+    def error(self) -> Timeout:
+        return Timeout(f"the request did not finish within {self.timeout_s:g} s")
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._sweeper is None or self._sweeper.done() or self._loop is not loop:
+            self._loop = loop
+            self._sweeper = loop.create_task(self._sweep())
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        self._loop = None
+
+    async def _sweep(self) -> None:
+        interval = min(1.0, self.timeout_s / 4)
+        while True:
+            await asyncio.sleep(interval)
+            self.expire(self._loop.time())  # type: ignore[union-attr]
+
+    def expire(self, now: float) -> None:
+        for task, deadline in list(self.pending.items()):
+            if now >= deadline and not task.done():
+                self.pending[task] = now + self.GRACE_S
+                self._expired.add(task)
+                task.cancel()
 
 
 def _rewritten(scope: Scope) -> Scope:
