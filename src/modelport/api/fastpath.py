@@ -140,12 +140,12 @@ class FastPath:
             if not self.deadlines.expired(task):
                 raise  # past the deadline again while answering: the client does not read; the server drops it
         finally:
-            self.deadlines.leave(task)
+            self.deadlines.done(task)
 
     async def serve_cycle(self, route: Route, scope: Scope, cycle: Any) -> None:
         """`_serve` on uvicorn's RequestResponseCycle (see api/protocol.py): the body as uvicorn buffered it, the
-        reply written in one piece, and errors through the cycle's own ASGI `send`, like any other response."""
-        task = self.deadlines.enter()
+        reply written in one piece, and errors through the cycle's own ASGI `send`, like any other response. The
+        protocol put this request's task under `deadlines` when it created it."""
         try:
             try:
                 reply = await self.answer(route, scope, protocol.read_body, cycle)
@@ -153,18 +153,17 @@ class FastPath:
                 await errors.render(scope["path"], exc)(scope, cycle.receive, cycle.send)
                 return
             except asyncio.CancelledError:
-                if not self.deadlines.expired(task):
+                if not self.deadlines.expired():
                     raise
                 cycle.keep_alive = False  # the body may be half read: this connection ends with the reply
                 await errors.render(scope["path"], self.deadlines.error())(scope, cycle.receive, cycle.send)
                 return
             await protocol.write_reply(cycle, reply.status, reply.content_type, reply.body, reply.headers)
         except asyncio.CancelledError:
-            if not self.deadlines.expired(task):
+            if not self.deadlines.expired():
                 raise
             cycle.transport.close()  # past the deadline again while answering: the client does not read
         finally:
-            self.deadlines.leave(task)
             cycle.on_response = _nothing  # as uvicorn's run_asgi: a finished cycle must not restart the pipeline
 
     async def answer(self, route: Route, scope: Scope, read_body: Callable[[Any, int], Awaitable[bytes]],
@@ -228,38 +227,50 @@ def _nothing() -> None:
 class Deadlines:
     """Every hot-path request has a deadline, and one sweep (a task waking every fraction of the timeout) cancels
     the requests past theirs, wherever they wait: reading the body, authenticating, queued for a replica, the model,
-    writing the reply. Per request this costs two dict operations, not a timer or a task. A cancelled request is
-    answered 504 in its face's format; one that passes a second deadline while answering is dropped."""
+    writing the reply. A cancelled request is answered 504 in its face's format; one that passes a second deadline
+    while answering is dropped.
+
+    Per request this is one dict insert and one delete: no timer, no task, no clock read (a deadline counts from the
+    sweep's last tick, so it may fire up to one tick late, never early). Under `modelport serve` the protocol
+    registers each request's task as it creates it (`watch`) and forgets it in the task's done callback (`done`)."""
 
     GRACE_S = 10.0  # time a request that timed out gets to write its 504
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
+        self.interval_s = min(1.0, timeout_s / 4)
         self.pending: dict[asyncio.Task[Any], float] = {}
         self._expired: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._budget = timeout_s + self.interval_s  # counted from the last tick: never early
+        self._now = 0.0  # the loop's time at the sweep's last tick
+
+    def watch(self, task: asyncio.Task[Any]) -> None:
+        if self._sweeper is None:
+            self.start()
+        self.pending[task] = self._now + self._budget
+
+    def done(self, task: asyncio.Task[Any]) -> None:
+        if self.pending.pop(task, None) is not None and self._expired:
+            self._expired.discard(task)
 
     def enter(self) -> asyncio.Task[Any]:
+        """`watch` for the running task (the ASGI entry, where no one else creates the task)."""
         task = asyncio.current_task()
         assert task is not None
-        loop = self._loop
-        if loop is None or task.get_loop() is not loop:  # first request, or served on another loop (tests)
+        if self._loop is not task.get_loop():  # served on another loop than the sweep's (tests)
             self.start()
-            loop = self._loop
-        self.pending[task] = loop.time() + self.timeout_s  # type: ignore[union-attr]
+        self.watch(task)
         return task
 
-    def leave(self, task: asyncio.Task[Any]) -> None:
-        self.pending.pop(task, None)
-        self._expired.discard(task)
-
-    def expired(self, task: asyncio.Task[Any]) -> bool:
+    def expired(self, task: asyncio.Task[Any] | None = None) -> bool:
         """Whether the cancellation being handled is this sweep's (then it is taken back), not a shutdown's."""
+        task = task or asyncio.current_task()
         if task not in self._expired:
             return False
         self._expired.discard(task)
-        task.uncancel()
+        task.uncancel()  # type: ignore[union-attr]
         return True
 
     def error(self) -> Timeout:
@@ -269,19 +280,20 @@ class Deadlines:
         loop = asyncio.get_running_loop()
         if self._sweeper is None or self._sweeper.done() or self._loop is not loop:
             self._loop = loop
+            self._now = loop.time()
             self._sweeper = loop.create_task(self._sweep())
 
     async def stop(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-            self._sweeper = None
-        self._loop = None
+        self._sweeper = self._loop = None
 
     async def _sweep(self) -> None:
-        interval = min(1.0, self.timeout_s / 4)
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(interval)
-            self.expire(self._loop.time())  # type: ignore[union-attr]
+            await asyncio.sleep(self.interval_s)
+            self._now = loop.time()
+            self.expire(self._now)
 
     def expire(self, now: float) -> None:
         for task, deadline in list(self.pending.items()):
