@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from modelport.domain.errors import InternalError, Timeout
+from modelport.domain.errors import InternalError, NotReady, Timeout
 from modelport.serving.batcher import Batcher
 from modelport.serving.replica import BatchRejected, Replica
 
@@ -101,6 +101,10 @@ def test_expiry_fails_stuck_batches_and_old_waiters() -> None:
             await stuck
         with pytest.raises(Timeout):
             await queued
+        cold = batcher.submit({"x": np.array([3.0])}, 1)  # waiting with no replica at all: a 503, not a 504
+        batcher.expire(queue_timeout_s=60, batch_timeout_s=60, now=time.perf_counter() + 100, cold=True)
+        with pytest.raises(NotReady):
+            await cold
 
     run(scenario())
 

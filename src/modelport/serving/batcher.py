@@ -135,7 +135,8 @@ class Batcher:
                 pending.future.set_exception(error)
         self._update_drained()
 
-    def expire(self, *, queue_timeout_s: float, batch_timeout_s: float, now: float | None = None) -> list[Replica]:
+    def expire(self, *, queue_timeout_s: float, batch_timeout_s: float, now: float | None = None,
+               cold: bool = False) -> list[Replica]:
         """Fail requests that waited longer than `queue_timeout_s` for a replica, and the requests of batches running
         longer than `batch_timeout_s`; return the replicas stuck on such batches (the caller replaces them).
         Called about once a second instead of arming a timer per request."""
@@ -143,7 +144,9 @@ class Batcher:
         while self.queue and now - self.queue[0].enqueued > queue_timeout_s:
             pending = self.queue.popleft()
             if not pending.future.done():
-                pending.future.set_exception(Timeout(f"no replica took the request within {queue_timeout_s:.0f} s"))
+                pending.future.set_exception(  # no replica at all (scaled to zero, still starting) is a 503
+                    NotReady(f"no replica started within {queue_timeout_s:.0f} s") if cold
+                    else Timeout(f"no replica took the request within {queue_timeout_s:.0f} s"))
         stuck = []
         for replica, (started, batch) in list(self.running.items()):
             if now - started > batch_timeout_s:

@@ -488,9 +488,9 @@ class ServingPlane:
                         log.exception("housekeeping of %s failed", variant.name)
 
     def _expire(self, variant: Variant) -> None:
-        waiting_limit = (self.settings.cold_start_timeout_s if variant.batcher.replicas == 0
-                         else self.settings.request_timeout_s)
-        for replica in variant.batcher.expire(queue_timeout_s=waiting_limit,
+        cold = variant.batcher.replicas == 0
+        waiting_limit = self.settings.cold_start_timeout_s if cold else self.settings.request_timeout_s
+        for replica in variant.batcher.expire(queue_timeout_s=waiting_limit, cold=cold,
                                               batch_timeout_s=self.settings.request_timeout_s):
             log.warning("replica %s did not answer a batch within %s s: replacing it", replica.name,
                         self.settings.request_timeout_s)
