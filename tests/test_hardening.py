@@ -10,7 +10,6 @@ import time
 
 import httpx
 import numpy as np
-import orjson
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
