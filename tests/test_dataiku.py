@@ -355,7 +355,9 @@ def test_bad_requests_get_dataiku_errors_and_change_nothing(server: Server, bund
                       json={"features": features}).status_code == 404
     assert httpx.post(predict).status_code == 401
     multi = f"{server.url}/public/api/v1/guarded/iris/predict-multi"
-    assert httpx.post(multi, headers=server.headers, json={"items": []}).status_code == 400
+    empty = httpx.post(multi, headers=server.headers, json={"items": []})  # zero rows in, zero rows out
+    assert empty.status_code == 200 and empty.json()["results"] == [], empty.text
+    _hostile_bodies_get_dataiku_4xx(server, predict, multi, features)
     run = f"{server.url}/public/api/v1/guarded/score/run"
     assert httpx.post(run, headers=server.headers, json={"a": 1}).status_code == 400  # b is required
     assert httpx.post(run, headers=server.headers, json={"a": 1, "b": 2, "c": 3}).status_code == 400
@@ -404,3 +406,32 @@ def test_bundle_check_command(tmp_path: Path, models) -> None:
     result = subprocess.run([sys.executable, "-m", "modelport.cli", "bundle", "check", str(broken)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "bundle refused" in result.stdout
+
+
+def _hostile_bodies_get_dataiku_4xx(server: Server, predict: str, multi: str, features: dict) -> None:
+    """Whatever the body, the prediction API answers 2xx or a 4xx in Dataiku's format, never a 500."""
+    import json
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    values = st.recursive(st.none() | st.booleans() | st.integers(-(2**80), 2**80) | st.floats() | st.text(max_size=5),
+                          lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+                          max_leaves=16)
+    hostile_features = st.dictionaries(st.sampled_from(list(features)), values, max_size=4).map(
+        lambda f: {**features, **f})
+    bodies = (values | st.builds(lambda f: {"features": f}, hostile_features)
+              | st.builds(lambda items: {"items": items}, st.lists(st.builds(lambda f: {"features": f},
+                                                                             hostile_features) | values, max_size=3))
+              | st.builds(lambda f, d: {"features": f, "dispatch": d}, hostile_features, values))
+    with httpx.Client(headers=server.headers, timeout=30) as client:
+        @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+        @given(bodies, st.sampled_from([predict, multi]), st.integers(0, 3000))
+        def check(body: object, url: str, depth: int) -> None:
+            content = json.dumps(body).encode() if depth < 2000 else b"[" * depth + b"]" * depth
+            reply = client.post(url, content=content)
+            assert reply.status_code < 500, (url, content[:200], reply.text)
+            if reply.status_code >= 400:
+                assert {"errorType", "message"} <= set(reply.json())
+
+        check()

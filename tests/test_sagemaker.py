@@ -143,6 +143,11 @@ def test_weights_split_traffic_and_target_variant_forces_one(server: Server, key
         counts[runtime.invoke_endpoint(EndpointName="ab-endpoint", ContentType="text/csv",
                                        Body="5.1,3.5,1.4,0.2")["InvokedProductionVariant"]] += 1
     assert abs(counts["Blue"] / 2000 - 0.75) <= 0.05, counts
+    # as AWS shows an endpoint in service: the weights as given, the same number current and desired, and the
+    # image each variant's model specifies
+    variants = {v["VariantName"]: v for v in sm.describe_endpoint(EndpointName="ab-endpoint")["ProductionVariants"]}
+    assert [(v["CurrentWeight"], v["DesiredWeight"]) for v in variants.values()] == [(3.0, 3.0), (1.0, 1.0)]
+    assert all(v["DeployedImages"][0]["SpecifiedImage"] == IMAGE for v in variants.values())
     forced = runtime.invoke_endpoint(EndpointName="ab-endpoint", ContentType="text/csv", Body="5.1,3.5,1.4,0.2",
                                      TargetVariant="Green")
     assert forced["InvokedProductionVariant"] == "Green"
@@ -157,7 +162,7 @@ def test_a_broken_artifact_fails_and_delete_works(server: Server, keys, artifact
         sm.get_waiter("endpoint_in_service").wait(EndpointName="broken-endpoint",
                                                   WaiterConfig={"Delay": 1, "MaxAttempts": 60})
     described = sm.describe_endpoint(EndpointName="broken-endpoint")
-    assert described["EndpointStatus"] == "Failed" and described["FailureReason"]
+    assert described["EndpointStatus"] == "Failed" and "corrupt" in described["FailureReason"], described
     _, runtime = clients(server, keys)
     assert code_of(lambda: runtime.invoke_endpoint(EndpointName="broken-endpoint", ContentType="text/csv", Body="1")) \
         == "ModelNotReadyException"
@@ -351,3 +356,56 @@ def test_endpoints_come_back_after_a_restart(server: Server, keys) -> None:
     sm.get_waiter("endpoint_in_service").wait(EndpointName="iris-endpoint", WaiterConfig={"Delay": 1, "MaxAttempts": 60})
     reply = runtime.invoke_endpoint(EndpointName="iris-endpoint", ContentType="text/csv", Body="5.1,3.5,1.4,0.2")
     assert json.loads(reply["Body"].read()) == [0]
+
+
+def test_zero_rows_and_hostile_bodies_through_invoke_endpoint(server: Server, keys, artifacts: Path) -> None:
+    """Zero rows in, zero rows out in every content type; hostile bodies (deep nesting, huge integers, garbage)
+    are a 400 ValidationError, never a 500 (before: RecursionError and OverflowError answered 500)."""
+    from botocore.config import Config
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    sm, _ = clients(server, keys)
+    runtime = boto3.client("sagemaker-runtime", endpoint_url=server.url, region_name=REGION,
+                           aws_access_key_id=keys[0], aws_secret_access_key=keys[1],
+                           config=Config(retries={"total_max_attempts": 1}))  # a 5xx must show, not be retried
+    deploy(sm, "edge", model_tarball(artifacts, "edge", build_sklearn_classifier(artifacts / "edge.joblib")))
+    sm.get_waiter("endpoint_in_service").wait(EndpointName="edge-endpoint", WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+
+    def invoke(body: bytes, content_type: str, accept: str = "application/json") -> bytes:
+        return runtime.invoke_endpoint(EndpointName="edge-endpoint", ContentType=content_type, Accept=accept,
+                                       Body=body)["Body"].read()
+
+    assert json.loads(invoke(b"[]", "application/json")) == []
+    assert invoke(b"", "text/csv", "text/csv") == b""
+    empty = io.BytesIO()
+    np.save(empty, np.zeros((0, 4)))
+    assert np.load(io.BytesIO(invoke(empty.getvalue(), "application/x-npy", "application/x-npy"))).shape[0] == 0
+    assert len(json.loads(invoke(b"5.1,3.5,1.4,0.2", "text/csv"))) == 1  # and it serves on
+
+    def status_of(body: bytes, content_type: str) -> int:
+        try:
+            invoke(body, content_type)
+        except botocore.exceptions.ClientError as error:
+            assert error.response["Error"]["Code"] == "ValidationError", error.response
+            return error.response["ResponseMetadata"]["HTTPStatusCode"]
+        return 200
+
+    assert status_of(b"[" * 100_000 + b"]" * 100_000, "application/json") == 400
+    assert status_of(b"[[" + b"9" * 400 + b", 1, 2, 3]]", "application/json") == 400
+    assert status_of(json.dumps([[10**30, 1, 2, 3]]).encode(), "application/json") in (200, 400)
+    assert status_of(b"1e999,1,2,3", "text/csv") in (200, 400)
+
+    values = st.recursive(st.none() | st.booleans() | st.integers(-(2**80), 2**80) | st.floats() | st.text(max_size=5),
+                          lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+                          max_leaves=16)
+    bodies = (values.map(lambda v: json.dumps(v).encode()) | st.binary(max_size=64)
+              | st.lists(st.lists(st.text(max_size=6), max_size=5), max_size=4).map(
+                  lambda rows: "\n".join(",".join(r) for r in rows).encode()))
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(bodies, st.sampled_from(["application/json", "text/csv", "application/x-npy", "image/png"]))
+    def hostile(body: bytes, content_type: str) -> None:
+        assert status_of(body, content_type) in (200, 400), (content_type, body[:100])
+
+    hostile()

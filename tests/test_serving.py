@@ -161,7 +161,6 @@ def test_bad_inference_input_is_a_4xx_and_the_deployment_keeps_serving(server: S
         (b'[{"dense_input": [1, 2, 3]}]', records, "dense_input"),
         (b'[{"dense_input": ["a", "b"]}]', records, "dense_input"),
         (b'[{"dense_input": [1, 2]}, {"dense_input": [1]}]', records, "dense_input"),
-        (b"[]", records, None),
         (b"{not json", records, None),
         (b"garbage", {**server.headers, "Content-Type": "application/vnd.apache.arrow.file"}, None),
         (b"x=1", {**server.headers, "Content-Type": "application/x-www-form-urlencoded"}, None),

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     replica_start_timeout_s: float = Field(default=300.0, description="Time a replica gets to load its models.")
     cold_start_timeout_s: float = Field(default=120.0, description="How long a request waits for a replica when a "
                                         "deployment has scaled to zero, before a 503.")
+    request_timeout_s: float = Field(default=300.0, gt=0, description="Deadline of one inference request, from its "
+                                     "first byte to its reply (reading the body, waiting for a replica, the model, "
+                                     "writing the answer); past it the request gets a 504 and a replica stuck on "
+                                     "the batch is replaced.")
     scale_down_idle_s: float = Field(default=300.0, description="Idle time before an autoscaled deployment sheds "
                                      "a replica (engine_config autoscale.scale_down_idle_s overrides).")
     autoscale_interval_s: float = Field(default=1.0, description="How often autoscaling looks at queues.")

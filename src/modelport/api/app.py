@@ -22,7 +22,8 @@ from modelport.api.sagemaker import runtime as sagemaker_runtime  # noqa: F401 -
 from modelport.api.fastpath import FastPath
 from modelport.api.bodies import component_schemas
 from modelport.api.responses import JSON
-from modelport.api.security import BodySizeLimit, require_principal
+from modelport.api import gate
+from modelport.api.security import require_principal
 from modelport.api.wallaroo import deployments as wallaroo_deployments
 from modelport.api.wallaroo import jobs as wallaroo_jobs
 from modelport.api.wallaroo import routes as wallaroo
@@ -59,9 +60,11 @@ def create_app(settings: Settings, *, on_admin_token=None) -> FastPath:  # type:
         # full collections stay short and do not show up as inference tail latency.
         gc.collect()
         gc.freeze()
+        fast.deadlines.start()
         try:
             yield
         finally:
+            await fast.deadlines.stop()
             await platform.stop_serving()
             platform.stop()
 
@@ -88,7 +91,8 @@ def create_app(settings: Settings, *, on_admin_token=None) -> FastPath:  # type:
     app.include_router(native.router)
     app.include_router(native.own)
     app.include_router(dashboard.router)
-    app.add_middleware(BodySizeLimit, max_upload_bytes=settings.max_upload_bytes,
+    gate.set_default(gate.Policy(require_principal))  # any route no face registered: a bearer token, JSON-sized
+    app.add_middleware(gate.BodyGate, max_upload_bytes=settings.max_upload_bytes,
                        max_json_bytes=settings.max_json_bytes)
 
     @app.get("/healthz", operation_id="health_check", include_in_schema=True, tags=["health"])
@@ -108,4 +112,5 @@ def create_app(settings: Settings, *, on_admin_token=None) -> FastPath:  # type:
     async def openapi(request: Request) -> JSON:
         return JSON(openapi_document(request.app))
 
-    return FastPath(app, app, max_body_bytes=settings.max_upload_bytes)
+    fast = FastPath(app, app, max_body_bytes=settings.max_upload_bytes, request_timeout_s=settings.request_timeout_s)
+    return fast

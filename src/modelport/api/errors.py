@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from modelport.api.responses import JSON
 from modelport.domain.errors import (
+    InternalError,
     ModelportError,
     InvalidInput,
     NotFound,
@@ -95,6 +96,4 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        error = ModelportError("internal error; see the server log")
-        error.status, error.code = 500, "InternalError"
-        return render(request.url.path, error)
+        return render(request.url.path, InternalError("internal error; see the server log"))

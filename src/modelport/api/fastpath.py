@@ -8,6 +8,7 @@ as everywhere else (`api/errors.py`), and every other route still goes to FastAP
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelport.api import errors, protocol
-from modelport.domain.errors import Forbidden, ModelportError, PayloadTooLarge
+from modelport.domain.errors import Forbidden, InternalError, ModelportError, PayloadTooLarge, Timeout
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class Request:
     body: bytes
     platform: Any
     principal: Any = None  # who is calling (route.authenticate); handlers pass it to platform.access
+    credentials: Any = None  # what the route's `gate` found in the headers (e.g. a verified SigV4 credential)
 
     def header(self, name: bytes, default: str = "") -> str:
         value = self.headers.get(name)
@@ -56,7 +58,14 @@ class Route:
     handler: Handler
     openapi_path: str
     operation: dict[str, Any] = field(default_factory=dict)
-    authenticate: bool = True  # bearer tokens; False when the handler authenticates itself (SigV4)
+    authenticate: bool = True  # bearer tokens; False when the face has its own scheme: then `gate` checks it
+    # The face's own authentication from the headers alone, before any byte of the body is read; what it returns is
+    # the request's `credentials`. Required when `authenticate` is False.
+    gate: Callable[[Request], Awaitable[Any]] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.authenticate and self.gate is None:
+            raise ValueError(f"route {self.openapi_path}: a route without bearer authentication needs a gate")
 
 
 routes: list[Route] = []
@@ -83,11 +92,13 @@ class FastPath:
     cycle to `serve_cycle`, which reads the body and writes the response in one piece. The ASGI entry (`__call__`)
     serves the same routes, with the same answers, for any other ASGI server."""
 
-    def __init__(self, app: ASGIApp, fastapi_app: Any, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, fastapi_app: Any, *, max_body_bytes: int, request_timeout_s: float = 300.0
+                 ) -> None:
         self.app = app
         self.fastapi_app = fastapi_app
         self.max_body = max_body_bytes
         self._platform: Any = None  # set by the lifespan; read once here (Starlette's State lookups are slow)
+        self.deadlines = Deadlines(request_timeout_s)
 
     def match(self, scope: Scope) -> tuple[Route | None, Scope]:
         """The hot route for this request, if any, and the scope with the path as the faces' rewrites read it."""
@@ -110,25 +121,49 @@ class FastPath:
         await self.app(scope, receive, send)
 
     async def _serve(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
+        task = self.deadlines.enter()
         try:
-            reply = await self.answer(route, scope, self._receive_body, receive)
-        except ModelportError as exc:
-            await errors.render(scope["path"], exc)(scope, receive, send)
-            return
-        await send({"type": "http.response.start", "status": reply.status, "headers": [
-            (b"content-type", reply.content_type), (b"content-length", str(len(reply.body)).encode()), *reply.headers]})
-        await send({"type": "http.response.body", "body": reply.body})
+            try:
+                reply = await self.answer(route, scope, self._receive_body, receive)
+            except ModelportError as exc:
+                await errors.render(scope["path"], exc)(scope, receive, send)
+                return
+            except asyncio.CancelledError:
+                if not self.deadlines.expired(task):
+                    raise
+                await errors.render(scope["path"], self.deadlines.error())(scope, receive, send)
+                return
+            await send({"type": "http.response.start", "status": reply.status, "headers": [
+                (b"content-type", reply.content_type), (b"content-length", str(len(reply.body)).encode()),
+                *reply.headers]})
+            await send({"type": "http.response.body", "body": reply.body})
+        except asyncio.CancelledError:
+            if not self.deadlines.expired(task):
+                raise  # past the deadline again while answering: the client does not read; the server drops it
+        finally:
+            self.deadlines.done(task)
 
     async def serve_cycle(self, route: Route, scope: Scope, cycle: Any) -> None:
         """`_serve` on uvicorn's RequestResponseCycle (see api/protocol.py): the body as uvicorn buffered it, the
-        reply written in one piece, and errors through the cycle's own ASGI `send`, like any other response."""
+        reply written in one piece, and errors through the cycle's own ASGI `send`, like any other response. The
+        protocol put this request's task under `deadlines` when it created it."""
         try:
             try:
                 reply = await self.answer(route, scope, protocol.read_body, cycle)
             except ModelportError as exc:
                 await errors.render(scope["path"], exc)(scope, cycle.receive, cycle.send)
                 return
+            except asyncio.CancelledError:
+                if not self.deadlines.expired():
+                    raise
+                cycle.keep_alive = False  # the body may be half read: this connection ends with the reply
+                await errors.render(scope["path"], self.deadlines.error())(scope, cycle.receive, cycle.send)
+                return
             await protocol.write_reply(cycle, reply.status, reply.content_type, reply.body, reply.headers)
+        except asyncio.CancelledError:
+            if not self.deadlines.expired():
+                raise
+            cycle.transport.close()  # past the deadline again while answering: the client does not read
         finally:
             cycle.on_response = _nothing  # as uvicorn's run_asgi: a finished cycle must not restart the pipeline
 
@@ -141,24 +176,25 @@ class FastPath:
         try:
             headers = dict(scope["headers"])
             platform = self._platform or self._find_platform()
-            principal = None
+            request = Request(path, scope["query_string"], headers, b"", platform)
             if route.authenticate:
                 token = _bearer_token(headers)
                 principal = platform.auth.cached(token) or await run_in_threadpool(platform.auth.authenticate, token)
                 if principal.is_service_key:
                     raise Forbidden("a service key may only call the prediction API of its services")
+                request.principal = principal
+            else:
+                request.credentials = await route.gate(request)  # type: ignore[misc]
             length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body:
                 raise PayloadTooLarge(f"request body is larger than {self.max_body} bytes")
-            body = await read_body(source, self.max_body)
-            return await route.handler(Request(path, scope["query_string"], headers, body, platform, principal))
+            request.body = await read_body(source, self.max_body)
+            return await route.handler(request)
         except ModelportError:
             raise
         except Exception:
             log.exception("unhandled error on POST %s", path)
-            error = ModelportError("internal error; see the server log")
-            error.status, error.code = 500, "InternalError"
-            raise error from None
+            raise InternalError("internal error; see the server log") from None
 
     def _find_platform(self) -> Any:
         self._platform = self.fastapi_app.state.platform
@@ -188,6 +224,85 @@ class FastPath:
 
 def _nothing() -> None:
     return None
+
+
+class Deadlines:
+    """Every hot-path request has a deadline, and one sweep (a task waking every fraction of the timeout) cancels
+    the requests past theirs, wherever they wait: reading the body, authenticating, queued for a replica, the model,
+    writing the reply. A cancelled request is answered 504 in its face's format; one that passes a second deadline
+    while answering is dropped.
+
+    Per request this is one dict insert and one delete: no timer, no task, no clock read (a deadline counts from the
+    sweep's last tick, so it may fire up to one tick late, never early). Under `modelport serve` the protocol
+    registers each request's task as it creates it (`watch`) and forgets it in the task's done callback (`done`)."""
+
+    GRACE_S = 10.0  # time a request that timed out gets to write its 504
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.interval_s = min(1.0, timeout_s / 4)
+        self.pending: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._budget = timeout_s + self.interval_s  # counted from the last tick: never early
+        self._now = 0.0  # the loop's time at the sweep's last tick
+
+    def watch(self, task: asyncio.Task[Any]) -> None:
+        if self._sweeper is None:
+            self.start()
+        self.pending[task] = self._now + self._budget
+
+    def done(self, task: asyncio.Task[Any]) -> None:
+        if self.pending.pop(task, None) is not None and self._expired:
+            self._expired.discard(task)
+
+    def enter(self) -> asyncio.Task[Any]:
+        """`watch` for the running task (the ASGI entry, where no one else creates the task)."""
+        task = asyncio.current_task()
+        assert task is not None
+        if self._loop is not task.get_loop():  # served on another loop than the sweep's (tests)
+            self.start()
+        self.watch(task)
+        return task
+
+    def expired(self, task: asyncio.Task[Any] | None = None) -> bool:
+        """Whether the cancellation being handled is this sweep's (then it is taken back), not a shutdown's."""
+        task = task or asyncio.current_task()
+        if task not in self._expired:
+            return False
+        self._expired.discard(task)
+        task.uncancel()  # type: ignore[union-attr]
+        return True
+
+    def error(self) -> Timeout:
+        return Timeout(f"the request did not finish within {self.timeout_s:g} s")
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._sweeper is None or self._sweeper.done() or self._loop is not loop:
+            self._loop = loop
+            self._now = loop.time()
+            self._sweeper = loop.create_task(self._sweep())
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self._sweeper = self._loop = None
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.interval_s)
+            self._now = loop.time()
+            self.expire(self._now)
+
+    def expire(self, now: float) -> None:
+        for task, deadline in list(self.pending.items()):
+            if now >= deadline and not task.done():
+                self.pending[task] = now + self.GRACE_S
+                self._expired.add(task)
+                task.cancel()
 
 
 def _rewritten(scope: Scope) -> Scope:

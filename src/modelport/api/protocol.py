@@ -46,6 +46,7 @@ def protocol_class(fast: FastPath) -> type | None:
         log.warning("this uvicorn's HTTP protocol is not the one modelport knows; serving everything through ASGI")
         return None
     _STATUS_LINE.update(STATUS_LINE)
+    deadlines = fast.deadlines
 
     class FastPathProtocol(HttpToolsProtocol):  # type: ignore[misc, valid-type]
         cycles_known: bool | None = None  # whether uvicorn's cycles have every attribute we use; checked once
@@ -80,10 +81,15 @@ def protocol_class(fast: FastPath) -> type | None:
                 route, scope = fast.match(cycle.scope)
                 if route is not None and (self.cycles_known or _known(type(self), cycle)):
                     task = self.loop.create_task(fast.serve_cycle(route, scope, cycle))
-                    task.add_done_callback(self.tasks.discard)
+                    deadlines.watch(task)
+                    task.add_done_callback(self._fast_done)
                     self.tasks.add(task)
                     return
             super()._start_asgi_task(cycle, app)
+
+        def _fast_done(self, task: Any) -> None:
+            self.tasks.discard(task)
+            deadlines.done(task)
 
     return FastPathProtocol
 

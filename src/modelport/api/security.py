@@ -1,14 +1,12 @@
-"""Authentication for every route but the health checks, and the request-size guard."""
+"""Bearer-token authentication for every route but the health checks (bodies: see `gate.py`)."""
 
 from __future__ import annotations
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelport.api import errors
 from modelport.domain.entities import Principal
-from modelport.domain.errors import Forbidden, PayloadTooLarge
+from modelport.domain.errors import Forbidden
 from modelport.services.access import act_as
 
 
@@ -37,37 +35,3 @@ async def require_admin(request: Request) -> Principal:
     if not principal.is_admin:
         raise Forbidden("this operation needs an admin token")
     return principal
-
-
-class BodySizeLimit:
-    """Refuse bodies over the limit before reading them (by Content-Length) or while reading them (chunked)."""
-
-    def __init__(self, app: ASGIApp, *, max_upload_bytes: int, max_json_bytes: int) -> None:
-        self.app = app
-        self.max_upload = max_upload_bytes
-        self.max_json = max_json_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        content_type = headers.get(b"content-type", b"").decode("latin-1").lower()
-        limit = self.max_upload if not content_type.startswith("application/json") else self.max_json
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            response = errors.render(scope["path"], PayloadTooLarge(f"request body is larger than {limit} bytes"))
-            await response(scope, receive, send)
-            return
-        seen = 0
-
-        async def counting_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-            return message
-
-        await self.app(scope, counting_receive, send)

@@ -64,3 +64,18 @@ class NotReady(ModelportError):
 
     status = 503
     code = "NotReady"
+
+
+class Timeout(ModelportError):
+    """The request ran past its deadline (MODELPORT_REQUEST_TIMEOUT_S): the model, a replica or the client was too
+    slow. Nothing is left waiting for it."""
+
+    status = 504
+    code = "Timeout"
+
+
+class InternalError(ModelportError):
+    """A fault of modelport itself (a bug), not of the request: logged with its traceback, answered as a 500."""
+
+    status = 500
+    code = "InternalError"

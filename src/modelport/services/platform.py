@@ -62,6 +62,7 @@ class Platform:
         self.plane = ServingPlane(PlaneSettings(
             replica_start_timeout_s=settings.replica_start_timeout_s,
             cold_start_timeout_s=settings.cold_start_timeout_s,
+            request_timeout_s=settings.request_timeout_s,
             autoscale_interval_s=settings.autoscale_interval_s,
         ), resolve_environment=self._environment_for)
         self.deployments = DeploymentService(self.db, self.registry, self.plane,

@@ -289,18 +289,25 @@ class SageMakerService:
                 described["FailureReason"] = row.failure_reason
             live = self.plane.deployments.get(f"sagemaker:{row.id}")
             row_overrides = dict(row.variant_overrides or {})
+            images = {}  # the image each variant's model specifies, as AWS shows it in DeployedImages
+            for v in (config.definition["ProductionVariants"] if config else []):
+                model = s.get(SageMakerModel, v["ModelName"])
+                images[v["VariantName"]] = (model.definition.get("PrimaryContainer") or {}).get("Image") \
+                    if model is not None else None
         summaries = []
         for v in (config.definition["ProductionVariants"] if config else []):
             variant = next((x for x in live.variants if x.name == v["VariantName"]), None) if live else None
             running = sum(1 for r in variant.replicas if r.state == "Running") if variant else 0
+            image = images.get(v["VariantName"])
             summaries.append({"VariantName": v["VariantName"],
-                              "CurrentWeight": variant.weight if variant else 0.0,
+                              # as given, like DesiredWeight (AWS does not normalise); the plane's share is internal
+                              "CurrentWeight": float(variant.spec.weight) if variant else 0.0,
                               "DesiredWeight": float((row_overrides.get(v["VariantName"]) or {}).get(
                                   "DesiredWeight", v.get("InitialVariantWeight", 1.0))),
                               "CurrentInstanceCount": running,
                               "DesiredInstanceCount": (row_overrides.get(v["VariantName"]) or {}).get(
                                   "DesiredInstanceCount", v.get("InitialInstanceCount", 1)),
-                              "DeployedImages": [{"SpecifiedImage": v.get("ModelName")}]})
+                              "DeployedImages": [{"SpecifiedImage": image, "ResolvedImage": image}] if image else []})
         if summaries:
             described["ProductionVariants"] = summaries
         return described
@@ -448,6 +455,9 @@ class SageMakerService:
         unpacked = folder / "model"
         if tarfile.is_tarfile(download):
             _extract_tar(download, unpacked, self.max_artifact_bytes * 4)
+        elif _looks_like_an_archive(download, url):
+            raise SageMakerError("ValidationException", f"the model data at {url} is a corrupt or truncated archive: "
+                                 "it is named or starts like a tar.gz but cannot be read as one")
         else:
             unpacked.mkdir()
             shutil.move(str(download), unpacked / Path(url).name)
@@ -575,4 +585,14 @@ def _extract_tar(archive: Path, destination: Path, max_bytes: int) -> None:
     try:
         extract_tar(archive, destination, max_bytes, what="model.tar.gz")
     except InvalidInput as exc:
-        raise SageMakerError("ValidationException", exc.message) from None
+        message = exc.message.replace("is unreadable", "is corrupt or truncated")
+        raise SageMakerError("ValidationException", message) from None
+
+
+def _looks_like_an_archive(path: Path, url: str) -> bool:
+    """A gzip or tar name or a gzip header: such data that tarfile cannot read is a broken archive, not a bare
+    model file."""
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    name = url.rsplit("/", 1)[-1].lower()
+    return magic == b"\x1f\x8b" or name.endswith((".tar.gz", ".tgz", ".tar"))

@@ -10,6 +10,7 @@ instead of the first one going alone. Under load, batches also form by themselve
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -18,9 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from modelport.domain.errors import NotReady
+from modelport.domain.errors import InternalError, NotReady, Timeout
 from modelport.serving.replica import BatchRejected, Replica, ReplicaFailed
 from modelport.serving.runtimes import Columns
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -132,7 +135,8 @@ class Batcher:
                 pending.future.set_exception(error)
         self._update_drained()
 
-    def expire(self, *, queue_timeout_s: float, batch_timeout_s: float, now: float | None = None) -> list[Replica]:
+    def expire(self, *, queue_timeout_s: float, batch_timeout_s: float, now: float | None = None,
+               cold: bool = False) -> list[Replica]:
         """Fail requests that waited longer than `queue_timeout_s` for a replica, and the requests of batches running
         longer than `batch_timeout_s`; return the replicas stuck on such batches (the caller replaces them).
         Called about once a second instead of arming a timer per request."""
@@ -140,14 +144,16 @@ class Batcher:
         while self.queue and now - self.queue[0].enqueued > queue_timeout_s:
             pending = self.queue.popleft()
             if not pending.future.done():
-                pending.future.set_exception(NotReady(f"no replica answered within {queue_timeout_s:.0f} s"))
+                pending.future.set_exception(  # no replica at all (scaled to zero, still starting) is a 503
+                    NotReady(f"no replica started within {queue_timeout_s:.0f} s") if cold
+                    else Timeout(f"no replica took the request within {queue_timeout_s:.0f} s"))
         stuck = []
         for replica, (started, batch) in list(self.running.items()):
             if now - started > batch_timeout_s:
                 stuck.append(replica)
                 for p in batch:
                     if not p.future.done():
-                        p.future.set_exception(NotReady(f"the model did not answer within {batch_timeout_s:.0f} s"))
+                        p.future.set_exception(Timeout(f"the model did not answer within {batch_timeout_s:.0f} s"))
         self._update_drained()
         return stuck
 
@@ -199,38 +205,54 @@ class Batcher:
         return batch
 
     async def _run(self, replica: Replica, batch: list[Pending]) -> None:
+        """Send one batch and answer its requests. Whatever goes wrong, every request of the batch is answered, failed
+        or queued again before this returns, and the replica goes back to work: nothing waits forever on a batch
+        whose task died."""
         rows = sum(p.rows for p in batch)
         started = self.running[replica][0]
         lost = False
+        settled = False  # True once every request of the batch was answered, failed or queued again
         try:
-            outputs, elapsed, meta = await replica.infer(concat(batch), rows, batch[0].outputs, batch[0].extra)
-        except ReplicaFailed as exc:
-            lost = True
-            for p in batch:  # the replica died under this batch: give each request one more chance elsewhere
-                if p.future.done():
-                    continue
-                if p.retried:
-                    p.future.set_exception(exc)
-                else:
-                    p.retried = True
-                    self.queue.appendleft(p)
-        except BatchRejected as exc:
-            if len(batch) > 1 and exc.kind == "input":
-                for p in reversed(batch):  # one request's bad input must not fail its neighbours: run them alone
-                    p.alone = True
-                    self.queue.appendleft(p)
-            else:
-                for p in batch:
-                    if not p.future.done():
+            try:
+                outputs, elapsed, meta = await replica.infer(concat(batch), rows, batch[0].outputs, batch[0].extra)
+            except ReplicaFailed as exc:
+                lost = True
+                for p in batch:  # the replica died under this batch: give each request one more chance elsewhere
+                    if p.future.done():
+                        continue
+                    if p.retried:
                         p.future.set_exception(exc)
-        else:
-            for p, part in zip(batch, split(outputs, batch)):
-                if not p.future.done():
-                    p.future.set_result(BatchResult(part, elapsed, replica.name, rows, meta))
-            seconds = time.perf_counter() - started
-            for observe in self.observers:
-                observe(rows, seconds)
+                    else:
+                        p.retried = True
+                        self.queue.appendleft(p)
+            except BatchRejected as exc:
+                if len(batch) > 1 and exc.kind == "input":
+                    self._isolate(batch)  # one request's bad input must not fail its neighbours: run them alone
+                else:
+                    _fail(batch, exc)
+            except Exception as exc:  # noqa: BLE001 - building or encoding the batch failed before anything was sent
+                if len(batch) > 1:
+                    self._isolate(batch)  # find the one request it is about; the others are served
+                else:
+                    log.exception("batch of %d rows for replica %s could not be sent", rows, replica.name)
+                    _fail(batch, InternalError(f"internal error ({type(exc).__name__}); see the server log"))
+            else:
+                try:
+                    parts = split(outputs, batch)
+                    for p, part in zip(batch, parts):
+                        if not p.future.done():
+                            p.future.set_result(BatchResult(part, elapsed, replica.name, rows, meta))
+                except Exception as exc:  # noqa: BLE001 - the reply could not be split into answers
+                    log.exception("the reply of replica %s could not be split over %d requests", replica.name,
+                                  len(batch))
+                    _fail(batch, InternalError(f"internal error ({type(exc).__name__}); see the server log"))
+                seconds = time.perf_counter() - started
+                for observe in self.observers:
+                    observe(rows, seconds)
+            settled = True
         finally:
+            if not settled:  # cancelled, or a bug above: no request of this batch may be left waiting
+                _fail(batch, InternalError("internal error: the batch was abandoned; see the server log"))
             self.running.pop(replica, None)
             self.in_flight_batches -= 1
             self.busy.discard(replica)
@@ -243,3 +265,15 @@ class Batcher:
             if self.queue and not self._flush_scheduled:
                 self._flush_scheduled = True
                 asyncio.get_running_loop().call_soon(self._flush)
+
+    def _isolate(self, batch: list[Pending]) -> None:
+        for p in reversed(batch):
+            if not p.future.done():
+                p.alone = True
+                self.queue.appendleft(p)
+
+
+def _fail(batch: list[Pending], error: BaseException) -> None:
+    for p in batch:
+        if not p.future.done():
+            p.future.set_exception(error)

@@ -3,10 +3,12 @@ no DataFrame, no pydantic, no per-row objects on the way in."""
 
 from __future__ import annotations
 
+import functools
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -17,6 +19,26 @@ from modelport.domain.errors import InvalidInput
 from modelport.serving.runtimes import Columns
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+# What hostile or malformed bytes make Python, orjson, numpy or Arrow raise while a request is decoded: numbers out
+# of a type's range, nesting past the recursion limit, bad text, shapes that do not fit, allocations too large.
+DECODE_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, IndexError, KeyError, UnicodeError, EOFError,
+                 MemoryError)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def decoder(function: F) -> F:
+    """Mark a request decoder: whatever the bytes make it raise is the request's fault, so it becomes InvalidInput
+    (a 4xx in the face's format), never a 500. Every face decodes request bodies through functions marked so."""
+
+    @functools.wraps(function)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except DECODE_ERRORS as exc:
+            raise InvalidInput(f"the request body cannot be decoded: {type(exc).__name__}: {exc}") from None
+
+    return guarded  # type: ignore[return-value]
 
 
 def _column(name: str, values: list[Any]) -> np.ndarray:
@@ -34,12 +56,15 @@ def _column(name: str, values: list[Any]) -> np.ndarray:
     return array
 
 
+@decoder
 def columns_from_records(records: Any) -> tuple[Columns, int]:
     """pandas `orient="records"`: [{"col": value-or-tensor, ...}, ...]."""
     if isinstance(records, dict):
         records = [records]
-    if not isinstance(records, list) or not records:
-        raise InvalidInput("the body must be a non-empty JSON array of records (pandas orient='records')")
+    if not isinstance(records, list):
+        raise InvalidInput("the body must be a JSON array of records (pandas orient='records')")
+    if not records:
+        return {}, 0  # zero rows in, zero rows out
     first = records[0]
     if not isinstance(first, dict) or not first:
         raise InvalidInput("each record must be a non-empty JSON object")
@@ -56,6 +81,7 @@ def columns_from_records(records: Any) -> tuple[Columns, int]:
     return columns, len(records)
 
 
+@decoder
 def columns_from_dict(data: Any) -> tuple[Columns, int]:
     """Columnar JSON {"col": [row, row, ...]} (pandas orient='list'); {"tensor": [...]} is Wallaroo's legacy shape."""
     if isinstance(data, list):
@@ -150,6 +176,7 @@ def records_json(answer: Answer, dataset: DatasetFilter) -> bytes:
 
 # -- Arrow ------------------------------------------------------------------------------------------------------------
 
+@decoder
 def columns_from_arrow(body: bytes) -> tuple[Columns, int]:
     try:
         try:
@@ -158,8 +185,8 @@ def columns_from_arrow(body: bytes) -> tuple[Columns, int]:
             table = pa.ipc.open_stream(pa.BufferReader(body)).read_all()
     except (pa.ArrowInvalid, OSError) as exc:
         raise InvalidInput(f"the body is not an Arrow IPC file: {exc}") from None
-    if table.num_columns == 0 or table.num_rows == 0:
-        raise InvalidInput("the Arrow table has no columns or no rows")
+    if table.num_columns == 0:
+        raise InvalidInput("the Arrow table has no columns")
     columns: Columns = {}
     for name, chunked in zip(table.column_names, table.columns):
         key = name[3:] if name.startswith("in.") else name
@@ -193,6 +220,8 @@ def _numpy_to_arrow(array: np.ndarray) -> Any:
     if array.ndim == 1:
         return pa.array(array)
     inner = _numpy_to_arrow(np.ascontiguousarray(array).reshape(array.shape[0] * array.shape[1], *array.shape[2:]))
+    if array.shape[1] == 0:  # Arrow has no fixed-size lists of size 0: empty variable-size lists instead
+        return pa.ListArray.from_arrays(pa.array(np.zeros(array.shape[0] + 1, dtype=np.int32)), inner)
     return pa.FixedSizeListArray.from_arrays(inner, array.shape[1])
 
 
@@ -276,6 +305,7 @@ def _bytes_elements(raw: bytes, count: int, name: str) -> np.ndarray:
     return array
 
 
+@decoder
 def v2_request(body: bytes, header_length: int | None = None) -> V2Request:
     """JSON, or the binary data extension: `Inference-Header-Content-Length` bytes of JSON, then raw tensors.
 
@@ -325,7 +355,7 @@ def v2_request(body: bytes, header_length: int | None = None) -> V2Request:
                 array = np.asarray(tensor["data"], dtype=dtype).reshape(shape)
             else:
                 raise InvalidInput(f"input {name!r}: data is required", field=name)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise InvalidInput(f"input {name!r}: data does not fit shape {shape} and datatype {datatype}: {exc}",
                                field=name) from None
         if rows is not None and shape[0] != rows:
@@ -401,11 +431,18 @@ def v2_response(model: str, version: str | None, request: V2Request, outputs: Co
 
 # -- validation against the loaded models -----------------------------------------------------------------------------
 
-def check_inputs(columns: Columns, signature: dict[str, Any] | None) -> None:
-    """Refuse, naming the column, inputs the first step cannot take: missing names, wrong widths, non-numbers."""
+def check_inputs(columns: Columns, signature: dict[str, Any] | None, rows: int | None = None) -> None:
+    """Refuse, naming the column, inputs the first step cannot take: missing names, wrong widths, non-numbers.
+    With zero rows only the names are checked: an empty JSON column has no row shape or type to check."""
     if not signature or not signature.get("inputs"):
         return
     inputs = signature["inputs"]
+    if rows == 0:
+        if columns and not (len(inputs) == 1 and inputs[0]["name"] == "inputs"):
+            for spec in inputs:
+                if spec["name"] not in columns:
+                    raise InvalidInput(f"input column {spec['name']!r} is missing", field=spec["name"])
+        return
     if len(inputs) == 1 and inputs[0]["name"] == "inputs":  # an unnamed feature matrix (sklearn, xgboost)
         width = inputs[0]["shape"][-1] if len(inputs[0]["shape"]) > 1 else -1
         if len(columns) == 1:

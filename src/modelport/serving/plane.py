@@ -25,7 +25,7 @@ import numpy as np
 from modelport.domain.deployments import DeploymentSpec, DeploymentStatus, VariantSpec
 from modelport.domain.errors import InvalidInput, NotFound, NotReady
 from modelport.serving.batcher import Batcher, BatchResult
-from modelport.serving.codecs import check_inputs
+from modelport.serving.codecs import V2_TYPES, check_inputs
 from modelport.serving.metrics import PlaneMetrics, RequestMeter
 from modelport.serving.replica import BatchRejected, Replica, ReplicaFailed
 from modelport.serving.runtimes import Columns
@@ -242,6 +242,24 @@ class Variant:
                 return self._contract
         return None, None
 
+    def empty_outputs(self, wanted: frozenset[str] | None) -> Columns:
+        """The last step's outputs with zero rows (shapes and types from its signature), for a request with zero
+        rows: nothing to compute, so no replica hop, and models need not accept empty batches. Empty when no
+        replica has reported a signature yet (a variant scaled to zero)."""
+        for r in self.replicas:
+            if r.models:
+                declared = (r.models[-1].get("signature") or {}).get("outputs") or []
+                break
+        else:
+            declared = []
+        outputs: Columns = {}
+        for o in declared:
+            if wanted is not None and o["name"] not in wanted:
+                continue
+            dims = [d if type(d) is int and d > 0 else 0 for d in (o.get("shape") or [-1])[1:]]
+            outputs[o["name"]] = np.empty((0, *dims), dtype=V2_TYPES.get(o.get("datatype"), np.float64))
+        return outputs
+
     def models(self) -> list[dict[str, Any]]:
         for r in self.replicas:
             if r.models:
@@ -412,9 +430,12 @@ class ServingPlane:
             variant.last_request = time.monotonic()
             if invocation is None:
                 signature, primary_outputs = variant.contract()
-                check_inputs(columns, signature)
+                check_inputs(columns, signature, rows)
                 if outputs is None and default_outputs:
                     outputs = primary_outputs
+                if rows == 0:  # zero rows in, zero rows out: nothing for a model to do
+                    meter.success += 1
+                    return InferenceResult(variant.empty_outputs(outputs), variant, "", [])
             batcher = variant.batcher
             if batcher.replicas == 0:
                 self._wake(live, variant)
@@ -473,9 +494,9 @@ class ServingPlane:
                         log.exception("housekeeping of %s failed", variant.name)
 
     def _expire(self, variant: Variant) -> None:
-        waiting_limit = (self.settings.cold_start_timeout_s if variant.batcher.replicas == 0
-                         else self.settings.request_timeout_s)
-        for replica in variant.batcher.expire(queue_timeout_s=waiting_limit,
+        cold = variant.batcher.replicas == 0
+        waiting_limit = self.settings.cold_start_timeout_s if cold else self.settings.request_timeout_s
+        for replica in variant.batcher.expire(queue_timeout_s=waiting_limit, cold=cold,
                                               batch_timeout_s=self.settings.request_timeout_s):
             log.warning("replica %s did not answer a batch within %s s: replacing it", replica.name,
                         self.settings.request_timeout_s)

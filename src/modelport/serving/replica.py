@@ -104,22 +104,41 @@ class Replica:
         request: dict[str, Any] = {"op": "infer", "rows": rows, **(extra or {})}
         if outputs:
             request["outputs"] = sorted(outputs)
-        header, results = await self._round_trip(request, columns)
+        frame = wire.encode(request, columns)  # may raise for a batch it cannot encode: then nothing was sent
+        header, results = await self._exchange(frame)
         if not header.get("ok"):
             raise BatchRejected(header.get("kind", "model"), header.get("error", "the model failed"))
         return results, header.get("elapsed", []), header
 
     async def _round_trip(self, header: dict[str, Any], columns: Columns | None) -> tuple[dict[str, Any], Columns]:
+        return await self._exchange(wire.encode(header, columns))
+
+    async def _exchange(self, frame: list[bytes | memoryview]) -> tuple[dict[str, Any], Columns]:
+        """One frame out, one frame in. Once the frame is on its way, any failure (a dead peer, a reply that cannot
+        be read, a cancellation) leaves the connection out of step: it is closed and the process ended, so its
+        watcher restarts the replica, and the caller gets ReplicaFailed."""
         assert self._reader is not None and self._writer is not None
         try:
-            self._writer.writelines(wire.encode(header, columns))
+            self._writer.writelines(frame)
             await self._writer.drain()
             size = wire.header_length(await self._reader.readexactly(4))
             reply = orjson.loads(await self._reader.readexactly(size))
             body = await self._reader.readexactly(wire.body_length(reply))
+            return reply, wire.decode_columns(reply, body)
         except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
             raise ReplicaFailed(f"lost the connection to replica {self.name}: {exc}") from None
-        return reply, wire.decode_columns(reply, body)
+        except BaseException as exc:
+            self._desynchronised()
+            if isinstance(exc, Exception):
+                log.exception("unreadable reply from replica %s", self.name)
+                raise ReplicaFailed(f"replica {self.name} sent a reply that cannot be read") from None
+            raise
+
+    def _desynchronised(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self.process is not None and self.state == self.RUNNING:
+            self.process.kill()
 
     async def stop(self) -> None:
         self._stopping = True

@@ -26,7 +26,8 @@ def encode(header: dict[str, Any], columns: Columns | None = None) -> list[bytes
         if array.dtype.kind in "biufc":
             array = np.ascontiguousarray(array)
             described.append({"name": name, "dtype": array.dtype.str, "shape": array.shape, "nbytes": array.nbytes})
-            buffers.append(memoryview(array).cast("B"))
+            # a zero-size array has no bytes (and memoryview refuses to cast a shape with a zero in it)
+            buffers.append(memoryview(array).cast("B") if array.size else b"")
         else:
             described.append({"name": name, "values": array.tolist(), "shape": array.shape})
     head = orjson.dumps({**header, "columns": described}, option=orjson.OPT_SERIALIZE_NUMPY)

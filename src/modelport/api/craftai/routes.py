@@ -17,6 +17,7 @@ from starlette.datastructures import UploadFile
 from starlette.responses import FileResponse, RedirectResponse, Response
 
 from modelport.api import errors as error_faces
+from modelport.api import gate
 from modelport.api.bodies import parse_json
 from modelport.api.craftai.security import PREFIXES, render, require_user
 from modelport.api.responses import JSON
@@ -32,6 +33,9 @@ API = "/api/v1"
 HIDDEN = "********"  # what a set environment variable shows instead of its value
 router = APIRouter(prefix=API, dependencies=[Depends(require_user)], tags=["craftai"])
 public = APIRouter(tags=["craftai"])
+gate.register(f"{API}/", gate.Policy(require_user))
+gate.register(f"{API}/pipelines", gate.Policy(require_user, large=True))  # code folders, file inputs
+gate.register(f"{API}/auth/refresh", gate.Policy(None), exact=True)  # the refresh token is in the body
 
 
 def _service(request: Request) -> CraftAiService:
@@ -404,6 +408,15 @@ async def datastore_object(request: Request) -> FileResponse:
 def _endpoint_token(request: Request) -> str | None:
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     return value.strip() if scheme == "EndpointToken" and value.strip() else None
+
+
+async def _endpoint_caller(request: Request) -> None:
+    """The endpoint token checked from the headers, before the inputs (which may hold files) are read."""
+    path = request.url.path[len("/endpoints/"):]
+    await run_in_threadpool(_service(request).endpoint_for, path, _endpoint_token(request))
+
+
+gate.register("/endpoints/", gate.Policy(_endpoint_caller, large=True))
 
 
 @public.post("/endpoints/{path}", operation_id="craftai_trigger_endpoint",

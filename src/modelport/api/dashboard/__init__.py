@@ -13,6 +13,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse, RedirectResponse, Response
 
+from modelport.api import gate
 from modelport.api.responses import JSON
 from modelport.domain.entities import Principal
 from modelport.domain.errors import Forbidden, ModelportError, NotFound, Unauthenticated
@@ -89,6 +90,10 @@ async def _require_session(request: Request) -> Principal:
     if principal is None:
         raise Unauthenticated("sign in first")
     return principal
+
+
+gate.register("/ui/", gate.Policy(_require_session))  # forms are read only for a signed-in session
+gate.register("/ui/login", gate.Policy(None), exact=True)
 
 
 async def _require_action(request: Request) -> Principal:

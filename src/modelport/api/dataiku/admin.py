@@ -14,7 +14,7 @@ from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
 from modelport.api import errors as error_faces
-from modelport.api import fastpath
+from modelport.api import fastpath, gate
 from modelport.api.bodies import parse_json
 from modelport.api.dataiku.errors import ADMIN_PREFIX, credential, normalise_path, render
 from modelport.api.responses import JSON
@@ -36,6 +36,8 @@ async def require_admin_key(request: Request) -> Principal:
 
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin_key)], tags=["dataiku"])
+gate.register(ADMIN_PREFIX, gate.Policy(require_admin_key))
+gate.register(f"{ADMIN_PREFIX}/services/", gate.Policy(require_admin_key, large=True), suffix="/generations")
 public = APIRouter(prefix=ADMIN_PREFIX, tags=["dataiku"])
 
 

@@ -14,12 +14,14 @@ from typing import Any
 import numpy as np
 import orjson
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 
 from modelport.api import errors as error_faces
-from modelport.api import fastpath
+from modelport.api import fastpath, gate
 from modelport.api.dataiku.errors import PUBLIC_PREFIX, credential, render
 from modelport.domain.bundles import BundleEndpoint
 from modelport.domain.errors import Forbidden, InvalidInput, ModelportError, NotFound, NotReady
+from modelport.serving.codecs import decoder
 from modelport.serving.plane import LiveDeployment, Variant
 from modelport.serving.replica import BatchRejected
 from modelport.services.dataiku import ServiceView
@@ -29,9 +31,25 @@ PREFIX = "/public/api/v1/"
 error_faces.register_face(PUBLIC_PREFIX, render)
 
 
+async def _any_key(request: Request) -> None:
+    """Other routes under the prediction API (not served by the fast path): any valid key, before the body."""
+    auth = request.app.state.platform.auth
+    key = credential(request.headers.get("authorization", ""))
+    auth.cached(key) or await run_in_threadpool(auth.authenticate, key)
+
+
+gate.register(PUBLIC_PREFIX, gate.Policy(_any_key))
+
+
 class FunctionFailed(ModelportError):
     status = 500
     code = "FunctionFailed"
+
+
+async def _caller(request: fastpath.Request) -> None:
+    """A key allowed for the service in the path, checked from the headers before the body is read."""
+    service = request.path[len(PREFIX):].partition("/")[0]
+    await _authorise(request, service)
 
 
 async def _authorise(request: fastpath.Request, service: str) -> None:
@@ -42,6 +60,7 @@ async def _authorise(request: fastpath.Request, service: str) -> None:
         raise Forbidden(f"this key may not call service {service!r}")
 
 
+@decoder
 def _parse(request: fastpath.Request, suffix: str) -> tuple[str, str, Any]:
     service, _, endpoint = request.path[len(PREFIX):-len(suffix)].partition("/")
     if not service or not endpoint or "/" in endpoint:
@@ -73,6 +92,7 @@ def _route(request: fastpath.Request, service: str, endpoint: str, body: dict[st
     return view, live, variant, definition
 
 
+@decoder
 def _target(view: ServiceView, dispatch: Any) -> str | None:
     assert view.mapping is not None
     if dispatch is not None and not isinstance(dispatch, dict):
@@ -92,6 +112,7 @@ def _target(view: ServiceView, dispatch: Any) -> str | None:
     return None  # by probability: the plane's weighted pick
 
 
+@decoder
 def _columns(definition: BundleEndpoint, variant: Variant, records: list[Any]) -> dict[str, np.ndarray]:
     """Features in the bundle's order, shaped as the loaded model takes them."""
     rows = []
@@ -104,8 +125,8 @@ def _columns(definition: BundleEndpoint, variant: Variant, records: list[Any]) -
             raise InvalidInput(f"record {i}: feature {exc.args[0]!r} is missing", field=f"features.{exc.args[0]}") \
                 from None
     try:
-        matrix = np.array(rows, dtype=np.float64)
-    except (TypeError, ValueError):
+        matrix = np.array(rows, dtype=np.float64).reshape(len(rows), len(definition.features))
+    except (TypeError, ValueError, OverflowError):
         raise InvalidInput("every feature must be a number", field="features") from None
     if not np.isfinite(matrix).all():
         raise InvalidInput("features must be finite numbers (no null, NaN or infinity)", field="features")
@@ -120,6 +141,8 @@ def _columns(definition: BundleEndpoint, variant: Variant, records: list[Any]) -
 
 
 def _results(definition: BundleEndpoint, variant: Variant, outputs: dict[str, np.ndarray], rows: int) -> list[dict]:
+    if rows == 0:
+        return []
     predictions = next((outputs[n] for n in ("predictions", "label", "output_label", "variable") if n in outputs),
                        None)
     probabilities = next((outputs[n] for n in ("probabilities", "output_probability") if n in outputs), None)
@@ -159,14 +182,13 @@ def _context(service: str, endpoint: str, variant: Variant) -> dict[str, Any]:
 
 async def _predict_rows(request: fastpath.Request, suffix: str, multi: bool) -> fastpath.Reply:
     service, endpoint, body = _parse(request, suffix)
-    await _authorise(request, service)
     _, live, variant, definition = _route(request, service, endpoint, body)
     if definition.type != "prediction":
         raise InvalidInput(f"endpoint {endpoint!r} is a python function: call .../{endpoint}/run")
     if multi:
         items = body.get("items")
-        if not isinstance(items, list) or not items:
-            raise InvalidInput("items must be a non-empty list of {features: {...}}", field="items")
+        if not isinstance(items, list):
+            raise InvalidInput("items must be a list of {features: {...}}", field="items")
         records = [item.get("features") if isinstance(item, dict) else None for item in items]
     else:
         if "features" not in body:
@@ -197,7 +219,6 @@ async def predict_multi(request: fastpath.Request) -> fastpath.Reply:
 async def run(request: fastpath.Request) -> fastpath.Reply:
     """The body is the function's keyword arguments; the reply is what it returned, as JSON."""
     service, endpoint, body = _parse(request, "/run")
-    await _authorise(request, service)
     _, live, variant, definition = _route(request, service, endpoint, body)
     if definition.type != "python-function":
         raise InvalidInput(f"endpoint {endpoint!r} is a prediction endpoint: call .../{endpoint}/predict")
@@ -222,10 +243,12 @@ def _operation(op: str, summary: str) -> dict[str, Any]:
 
 
 fastpath.register(fastpath.Route(PREFIX, "/predict", predict, "/public/api/v1/{serviceId}/{endpointId}/predict",
-                                 _operation("predict", "Dataiku predict one record"), authenticate=False))
+                                 _operation("predict", "Dataiku predict one record"), authenticate=False,
+                                 gate=_caller))
 fastpath.register(fastpath.Route(PREFIX, "/predict-multi", predict_multi,
                                  "/public/api/v1/{serviceId}/{endpointId}/predict-multi",
-                                 _operation("predict_multi", "Dataiku predict records"), authenticate=False))
+                                 _operation("predict_multi", "Dataiku predict records"), authenticate=False,
+                                 gate=_caller))
 fastpath.register(fastpath.Route(PREFIX, "/run", run, "/public/api/v1/{serviceId}/{endpointId}/run",
                                  _operation("run_function", "Dataiku run a python function endpoint"),
-                                 authenticate=False))
+                                 authenticate=False, gate=_caller))

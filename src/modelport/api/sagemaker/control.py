@@ -9,7 +9,8 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from modelport.api.sagemaker.auth import authenticate
+from modelport.api import gate
+from modelport.api.sagemaker.auth import authenticate, authenticate_headers
 from modelport.domain.errors import ModelportError
 from modelport.services.sagemaker import SageMakerError, validation
 
@@ -17,10 +18,20 @@ router = APIRouter(tags=["sagemaker"])
 AMZ_JSON = "application/x-amz-json-1.1"
 
 
+async def _signed(request: Request) -> None:
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    await authenticate_headers(request.app.state.platform, method=request.method, path=request.url.path,
+                               query=request.url.query, headers=headers)
+
+
 def render(error: ModelportError) -> Response:
     code = getattr(error, "code", "ValidationException")
     return Response(orjson.dumps({"__type": code, "Message": error.message}), status_code=error.status,
                     media_type=AMZ_JSON, headers={"x-amzn-ErrorType": code})
+
+
+for _path in ("/", "/sagemaker"):  # SigV4 before the body; the body's hash completes the check in `_operation`
+    gate.register(_path, gate.Policy(_signed, render=render), exact=True)
 
 
 async def _operation(request: Request) -> Response:

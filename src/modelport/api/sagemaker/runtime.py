@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-import json
+from typing import Any
 
 import numpy as np
 import orjson
@@ -11,8 +11,9 @@ from starlette.responses import Response
 
 from modelport.api import errors as error_faces
 from modelport.api import fastpath
-from modelport.api.sagemaker.auth import authenticate
+from modelport.api.sagemaker.auth import authenticate_body, authenticate_headers
 from modelport.domain.errors import InvalidInput, ModelportError, NotFound, NotReady
+from modelport.serving.codecs import DECODE_ERRORS, decoder
 from modelport.serving.replica import BatchRejected
 from modelport.services.access import acting
 from modelport.services.sagemaker import SageMakerError
@@ -37,6 +38,7 @@ def render(error: ModelportError) -> Response:
 error_faces.register_face(PREFIX, render, suffix="/invocations")
 
 
+@decoder
 def decode(body: bytes, content_type: str) -> np.ndarray:
     """text/csv rows, application/json (a list or list of lists), application/x-npy: a 2-D feature matrix."""
     kind = (content_type or "application/json").split(";", 1)[0].strip().lower()
@@ -45,20 +47,22 @@ def decode(body: bytes, content_type: str) -> np.ndarray:
             rows = [line.split(",") for line in body.decode().splitlines() if line.strip()]
             matrix = np.array(rows, dtype=np.float64)
         elif kind == "application/json":
-            data = json.loads(body)
+            data = orjson.loads(body)  # bounded nesting (json.loads recursed until RecursionError)
             if isinstance(data, dict):
                 data = data.get("instances", data.get("inputs", data.get("features")))
             matrix = np.asarray(data, dtype=np.float64)
         elif kind == "application/x-npy":
             matrix = np.load(io.BytesIO(body), allow_pickle=False)
+            if matrix.dtype.kind not in "biuf":
+                raise InvalidInput(f"the .npy array holds {matrix.dtype}, not numbers")
         else:
             raise InvalidInput(f"content type {kind!r} is not supported: use text/csv, application/json or "
                                "application/x-npy")
-    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+    except DECODE_ERRORS as exc:
         raise InvalidInput(f"the body cannot be read as {kind}: {exc}") from None
     if matrix.ndim == 1:
-        matrix = matrix.reshape(1, -1)
-    if matrix.ndim != 2 or matrix.shape[0] == 0:
+        matrix = matrix.reshape(1, -1) if matrix.size else matrix.reshape(0, 0)  # [] or an empty CSV: zero rows
+    if matrix.ndim != 2:
         raise InvalidInput("the input must be one row or a list of rows of features")
     return matrix
 
@@ -68,6 +72,8 @@ def encode(predictions: np.ndarray, accept: str) -> tuple[bytes, bytes]:
     if kind in ("application/json", "*/*", ""):
         return orjson.dumps(predictions, option=orjson.OPT_SERIALIZE_NUMPY), b"application/json"
     if kind == "text/csv":
+        if not len(predictions):
+            return b"", b"text/csv"
         rows = predictions.reshape(len(predictions), -1)
         return "\n".join(",".join(str(v) for v in row) for row in rows.tolist()).encode() + b"\n", b"text/csv"
     if kind == "application/x-npy":
@@ -80,8 +86,8 @@ def encode(predictions: np.ndarray, accept: str) -> tuple[bytes, bytes]:
 async def invoke(request: fastpath.Request) -> fastpath.Reply:
     name = request.path[len(PREFIX):-len("/invocations")]
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers.items()}
-    await authenticate(request.platform, method="POST", path=request.path, query=request.query.decode(),
-                       headers=headers, body=request.body)
+    authenticate_body(request.credentials, method="POST", path=request.path, query=request.query.decode(),
+                      headers=headers, body=request.body)
     live = request.platform.plane.routes.get(f"sagemaker:{name}")
     if live is not None:  # an endpoint of another workspace does not exist for this key
         try:
@@ -111,7 +117,9 @@ async def invoke(request: fastpath.Request) -> fastpath.Reply:
             matrix = decode(request.body, headers.get("content-type", ""))
             result = await plane.infer(live, {"inputs": matrix}, len(matrix), target=variant.name,
                                        outputs=frozenset({"predictions"}))
-            body, content_type = encode(np.asarray(result.outputs["predictions"]), headers.get("accept", ""))
+            predictions = result.outputs.get("predictions")
+            body, content_type = encode(np.asarray(predictions if predictions is not None else ()),
+                                        headers.get("accept", ""))
     except NotFound as exc:
         raise SageMakerError("ValidationError", exc.message, 400) from None
     except InvalidInput:
@@ -131,9 +139,16 @@ async def invoke(request: fastpath.Request) -> fastpath.Reply:
     return fastpath.Reply(body, content_type, headers=tuple(extra))
 
 
+async def signed(request: fastpath.Request) -> Any:
+    """SigV4 from the headers, before the body is read (the body's hash completes it in `invoke`)."""
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers.items()}
+    return await authenticate_headers(request.platform, method="POST", path=request.path,
+                                      query=request.query.decode(), headers=headers)
+
+
 fastpath.register(fastpath.Route(PREFIX, "/invocations", invoke, "/endpoints/{EndpointName}/invocations", {
     "operationId": "sagemaker_invoke_endpoint", "summary": "SageMaker runtime InvokeEndpoint (SigV4-signed)",
     "requestBody": {"content": {"text/csv": {}, "application/json": {}, "application/x-npy": {}}},
     "responses": {"200": {"description": "the predictions, as Accept asks"}}, "tags": ["sagemaker"],
     "security": [],
-}, authenticate=False))
+}, authenticate=False, gate=signed))

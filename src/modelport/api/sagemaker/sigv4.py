@@ -71,6 +71,19 @@ def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
 def verify(*, method: str, path: str, query: str, headers: dict[str, str], body: bytes, credential: Credential,
            secret: str, now: datetime | None = None) -> None:
     """Raise SignatureError unless the request carries a valid signature made with `secret`."""
+    actual = hashlib.sha256(body).hexdigest()
+    payload_hash = headers.get("x-amz-content-sha256") or actual
+    if payload_hash != "UNSIGNED-PAYLOAD" and payload_hash != actual:
+        raise SignatureError("InvalidSignatureException", "the body does not match x-amz-content-sha256")
+    verify_headers(method=method, path=path, query=query, headers=headers, credential=credential, secret=secret,
+                   payload_hash=payload_hash, now=now)
+
+
+def verify_headers(*, method: str, path: str, query: str, headers: dict[str, str], credential: Credential,
+                   secret: str, payload_hash: str | None, now: datetime | None = None) -> None:
+    """Everything that can be checked before the body is read: the date, the signed headers and, when the payload
+    hash is known without the body (`x-amz-content-sha256`), the signature itself. With `payload_hash` None only
+    the first two are checked; the signature then waits for the body's hash (`verify`)."""
     amz_date = headers.get("x-amz-date", "")
     try:
         signed_at = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
@@ -87,9 +100,8 @@ def verify(*, method: str, path: str, query: str, headers: dict[str, str], body:
         if name not in headers:
             raise SignatureError("InvalidSignatureException", f"signed header {name!r} is missing from the request")
         canonical_headers += f"{name}:{' '.join(headers[name].strip().split())}\n"
-    payload_hash = headers.get("x-amz-content-sha256") or hashlib.sha256(body).hexdigest()
-    if payload_hash != "UNSIGNED-PAYLOAD" and payload_hash != hashlib.sha256(body).hexdigest():
-        raise SignatureError("InvalidSignatureException", "the body does not match x-amz-content-sha256")
+    if payload_hash is None:
+        return
     canonical_request = "\n".join([method, _canonical_uri(path), _canonical_query(query), canonical_headers,
                                    ";".join(credential.signed_headers), payload_hash])
     scope = f"{credential.date}/{credential.region}/{credential.service}/aws4_request"

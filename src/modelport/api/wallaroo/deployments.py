@@ -87,6 +87,7 @@ async def external_url(request: Request, body: schemas.ExternalUrl = json_body(s
 
 # -- inference --------------------------------------------------------------------------------------------------------
 
+@codecs.decoder
 def _decode(content_type: str, body: bytes) -> tuple[codecs.Columns, int, bool]:
     kind = content_type.split(";", 1)[0].strip().lower()
     if kind in (ARROW, "application/vnd.apache.arrow.stream"):

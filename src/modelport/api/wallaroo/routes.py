@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from modelport.api import errors as error_faces
+from modelport.api import gate
 from modelport.api.bodies import documented, json_body, parse_json, validate
 from modelport.api.responses import JSON
 from modelport.api.security import require_principal
@@ -28,6 +29,8 @@ public = APIRouter(prefix=PREFIX, tags=["wallaroo"])
 
 def install(app: FastAPI) -> None:
     error_faces.register_face(PREFIX, render_error)
+    for upload in ("/models/upload", "/orchestration/upload"):  # (upload_and_convert too: a prefix)
+        gate.register(PREFIX + upload, gate.Policy(require_principal, large=True))
     app.include_router(public)
     app.include_router(router)
 
