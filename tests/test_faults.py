@@ -44,12 +44,14 @@ class Never:
 
 # A python model that sleeps as long as its input says: a request that hangs.
 SLEEPY_MODEL = b'''
+import pathlib
 import time
 import pandas as pd
 
 
 class Sleepy:
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        pathlib.Path(frame["marker"].iloc[0]).touch()  # the test waits for this: the request is in the model
         time.sleep(float(frame["seconds"].max()))
         return pd.DataFrame({"slept": frame["seconds"]})
 '''
@@ -259,9 +261,11 @@ def test_sigterm_answers_every_accepted_request_and_exits_within_the_drain_timeo
 
         hung: dict[str, object] = {}
 
+        marker = tmp_path / "in-the-model"
+
         def hang() -> None:
             try:
-                hung["reply"] = infer_records(srv, slow_name, "hang", [{"seconds": 120}])
+                hung["reply"] = infer_records(srv, slow_name, "hang", [{"seconds": 120, "marker": str(marker)}])
             except httpx.HTTPError as exc:
                 hung["error"] = exc
 
@@ -269,7 +273,7 @@ def test_sigterm_answers_every_accepted_request_and_exits_within_the_drain_timeo
             wait_until(lambda: load.count("200") >= 30, 30, lambda: f"no load got through: {load.outcomes}")
             hanging = threading.Thread(target=hang, daemon=True)
             hanging.start()
-            time.sleep(0.5)  # the hanging request is in the replica (nothing to await: it answers nothing)
+            wait_until(marker.exists, 30, "the hanging request never reached the model")
             served = load.count("200")
             started = time.monotonic()
             srv.process.send_signal(signal.SIGTERM)
