@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelport.api import errors, protocol
 from modelport.domain.errors import Forbidden, InternalError, ModelportError, PayloadTooLarge, Timeout
+from modelport.services.access import enter_request
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ class FastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            enter_request()  # fail closed: nobody until the face authenticates the caller
             route, scope = self.match(scope)
             if route is not None:
                 await self._serve(route, scope, receive, send)

@@ -11,8 +11,9 @@
   its prediction keys are limited to their services.
 
 The faces say who is calling once, where they authenticate (`act_as`); the services read it from a context
-variable, which follows a request into the thread pool. Nothing is set for background work (the scheduler,
-reconciliation loops, the CLI), which acts as the system. The inference hot path asks `Access.may`, answered from
+variable, which follows a request into the thread pool. Every HTTP request starts as NOBODY (`enter_request`), so a
+route that forgets to authenticate fails closed. Nothing is set for background work (the scheduler, reconciliation
+loops, the CLI), which acts as the system. The inference hot path asks `Access.may`, answered from
 memory: each user's workspaces are looked up once and cached for `cache_s` (dropped at once on a membership change
 made through this server).
 """
@@ -42,6 +43,15 @@ def memberships_changed(user_id: str | None = None) -> None:
         _spaces.clear()
     else:
         _spaces.pop(user_id, None)
+
+
+NOBODY = Principal(token_id="", name="nobody", kind="nobody")  # neither an admin nor a member of anything
+
+
+def enter_request() -> None:
+    """Every HTTP request starts as NOBODY until its face authenticates it (`act_as`): a route that forgot to say
+    who is calling sees and changes nothing, where a missing principal would otherwise act as the system."""
+    _acting.set(NOBODY)
 
 
 def act_as(principal: Principal | None) -> None:

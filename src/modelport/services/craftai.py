@@ -35,6 +35,7 @@ from modelport.jobs.functions import FunctionFailed, FunctionProcess, FunctionSp
 from modelport.jobs.packages import extract_tar
 from modelport.store.artifacts import ArtifactStore
 from modelport.store.database import Database
+from modelport.domain.entities import Principal
 from modelport.services.access import home_workspace, is_visible, visible_workspaces
 from modelport.store.secrets import SecretBox
 from modelport.store.tables import (
@@ -374,9 +375,11 @@ class CraftAiService:
         self._fresh_tokens[name] = (token, time.monotonic() + TOKEN_VISIBLE_S)
         return {"endpoint_token": token}
 
-    def endpoint_for(self, path: str, token: str | None) -> tuple[str, str]:
-        """The deployment (and its pipeline) behind an endpoint path, if `token` is its endpoint token (compared in
-        constant time)."""
+    def endpoint_for(self, path: str, token: str | None) -> tuple[str, str, Principal]:
+        """The deployment and its pipeline behind an endpoint path, if `token` is its endpoint token (compared in
+        constant time), and who the caller acts as (the face passes it to `act_as`): that endpoint, in its
+        deployment's workspace only (an admin's deployment, of no workspace, is the admins': its endpoint acts as
+        one)."""
         from modelport.domain.errors import Forbidden, Unauthenticated
 
         if not token:
@@ -392,7 +395,9 @@ class CraftAiService:
             now = utcnow()
             if row.endpoint_token_used_at is None or (now - row.endpoint_token_used_at).total_seconds() > 60:
                 row.endpoint_token_used_at = now
-            return row.name, row.pipeline_name
+            caller = Principal(token_id=f"endpoint:{path}", name=f"endpoint {path}",
+                               kind="admin" if row.workspace_id is None else "endpoint", workspace_id=row.workspace_id)
+            return row.name, row.pipeline_name, caller
 
     async def start_warm(self, name: str) -> None:
         """low_latency: load the function once, keep the process for every execution of the deployment."""

@@ -19,6 +19,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from modelport.api import errors as error_faces
 from modelport.api import gate
 from modelport.api.bodies import parse_json
+from modelport.services.access import act_as
 from modelport.api.craftai.security import PREFIXES, render, require_user
 from modelport.api.responses import JSON
 from modelport.domain.entities import Principal
@@ -424,7 +425,8 @@ gate.register("/endpoints/", gate.Policy(_endpoint_caller, large=True))
 async def trigger_endpoint(path: str, request: Request) -> JSON:
     """`Authorization: EndpointToken <token>`; a JSON object of inputs (or multipart with file parts)."""
     service = _service(request)
-    name, pipeline = await run_in_threadpool(service.endpoint_for, path, _endpoint_token(request))
+    name, pipeline, caller = await run_in_threadpool(service.endpoint_for, path, _endpoint_token(request))
+    act_as(caller)
     given, files = await _trigger_inputs(request)
     execution_id = await run_in_threadpool(
         lambda: service.start_execution(pipeline_name=pipeline, deployment_name=name, given=given, files=files,
@@ -436,7 +438,8 @@ async def trigger_endpoint(path: str, request: Request) -> JSON:
 async def endpoint_result(path: str, execution_id: str, request: Request) -> JSON:
     """`?token=<endpoint token>`; waits for the execution, then {"outputs": {name: {"value": v}}}."""
     service = _service(request)
-    name, _ = await run_in_threadpool(service.endpoint_for, path, request.query_params.get("token"))
+    name, _, caller = await run_in_threadpool(service.endpoint_for, path, request.query_params.get("token"))
+    act_as(caller)
     execution = await service.wait_for_execution(execution_id, service.default_timeout_s)
     if execution["deployment_name"] != name:
         raise NotFound(f"execution {execution_id!r} is not one of endpoint {path!r}", field="execution_id")
