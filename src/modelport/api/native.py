@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from modelport.api import openapi
 from modelport.api.bodies import documented, json_body
 from modelport.api.responses import JSON
 from modelport.api.security import require_admin
@@ -15,8 +16,11 @@ from modelport.domain.entities import TokenInfo
 router = APIRouter(prefix="/modelport/v1", dependencies=[Depends(require_admin)], tags=["modelport"])
 
 
+EXAMPLE_TOKEN_ID = "00000000-0000-4000-8000-00000000e001"  # a server-made id: the conformance test swaps in a live one
+
+
 class CreateToken(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "ci-bot"}]})
     name: str
     kind: str = "user"
 
@@ -26,7 +30,8 @@ def token_json(info: TokenInfo) -> dict:
             "revoked_at": info.revoked_at, "revoked": info.revoked_at is not None}
 
 
-@router.post("/tokens", operation_id="modelport_create_token", status_code=201, openapi_extra=documented(CreateToken))
+@router.post("/tokens", operation_id="modelport_create_token", status_code=201,
+             openapi_extra=openapi.merge(documented(CreateToken), openapi.answers({"type": "object"}, status=201)))
 async def create_token(request: Request, body: CreateToken = json_body(CreateToken)) -> JSON:
     """Create a token; its secret is in this reply only."""
     info, secret = await run_in_threadpool(request.app.state.platform.auth.create, body.name, body.kind)
@@ -39,7 +44,8 @@ async def list_tokens(request: Request) -> JSON:
     return JSON({"tokens": [token_json(t) for t in tokens]})
 
 
-@router.delete("/tokens/{token_id}", operation_id="modelport_revoke_token")
+@router.delete("/tokens/{token_id}", operation_id="modelport_revoke_token",
+               openapi_extra=openapi.examples(token_id=EXAMPLE_TOKEN_ID))
 async def revoke_token(token_id: str, request: Request) -> JSON:
     info = await run_in_threadpool(request.app.state.platform.auth.revoke, token_id)
     return JSON(token_json(info))

@@ -12,10 +12,11 @@ from modelport.services.sagemaker import SageMakerError
 
 async def authenticate(platform: Any, *, method: str, path: str, query: str, headers: dict[str, str],
                        body: bytes) -> str:
-    """The request's region (from its credential scope); SageMakerError 403 if the signature does not hold."""
+    """The request's region (from its credential scope); SageMakerError 401 without credentials, 403 if the
+    signature does not hold."""
     header = headers.get("authorization")
     if not header:
-        raise SageMakerError("MissingAuthenticationTokenException", "Missing Authentication Token", 403)
+        raise SageMakerError("MissingAuthenticationTokenException", "Missing Authentication Token", 401)
     try:
         credential = parse_authorization(header)
         service = platform.sagemaker
