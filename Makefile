@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 
-.PHONY: serve test test-postgres bench bench-craftai clean chromium
+.PHONY: serve test test-conformance test-postgres bench bench-craftai clean chromium
 
 # First use: about a minute with a cold package cache, a few seconds after that; uv shows its own progress.
 $(READY): pyproject.toml
@@ -20,7 +20,12 @@ serve: $(READY)
 # Two workers, one test file each at a time (module-scoped servers stay in one worker): most of a test's time is
 # waiting for servers and replica processes, and the suite has to stay under 10 minutes on a slow 2-core VM.
 test: $(READY) chromium
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not conformance"
+
+# The OpenAPI conformance run (tests/test_openapi_conformance.py): schemathesis over every operation of a seeded
+# server. Minutes of its own, so `make test` leaves it out; .ci/run runs it.
+test-conformance: $(READY)
+	$(BIN)/python -m pytest -q -m conformance tests/test_openapi_conformance.py
 
 # The dashboard's browser tests drive Debian's Chromium (Playwright uses it as is; it downloads no browser).
 chromium:

@@ -10,6 +10,7 @@ from tests.support import PostgresSchema, Server, postgres_url
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "database: exercises the database layer; run again on PostgreSQL by .ci/run")
+    config.addinivalue_line("markers", "conformance: the schemathesis run over every operation (make test-conformance)")
 
 
 def _database(base: str | None) -> Iterator[str | None]:

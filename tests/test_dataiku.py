@@ -435,3 +435,22 @@ def _hostile_bodies_get_dataiku_4xx(server: Server, predict: str, multi: str, fe
                 assert {"errorType", "message"} <= set(reply.json())
 
         check()
+
+
+def test_a_service_deleted_during_an_import_is_a_404_not_a_500(server: Server, bundles) -> None:
+    """The import checks the bundle (seconds: its models load in another process) before recording it; a service
+    deleted meanwhile was a foreign-key failure, a 500 (found by the OpenAPI conformance run)."""
+    api = f"{server.url}/admin/api"
+    assert httpx.post(f"{api}/services", json={"serviceId": "short-lived"}, headers=server.headers).status_code == 200
+    replies: list[httpx.Response] = []
+    importer = threading.Thread(target=lambda: replies.append(httpx.post(
+        f"{api}/services/short-lived/generations/actions/importFromArchive", params={"filePath": str(bundles["v1"])},
+        headers=server.headers, timeout=120)))
+    importer.start()
+    deleted = httpx.delete(f"{api}/services/short-lived", headers=server.headers, timeout=60)
+    importer.join()
+    assert deleted.status_code == 204, deleted.text
+    assert replies[0].status_code in (200, 404), replies[0].text
+    if replies[0].status_code == 404:
+        assert replies[0].json()["errorType"] == "NotFound"
+    assert httpx.get(f"{api}/services/short-lived", headers=server.headers).status_code == 404

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -12,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from modelport import __version__
-from modelport.api import errors, fastpath, native, v2
+from modelport.api import errors, fastpath, native, openapi, v2
 from modelport.api import dashboard
 from modelport.api.craftai import routes as craftai
 from modelport.api.dataiku import admin as dataiku_admin
@@ -34,14 +35,12 @@ log = logging.getLogger("modelport")
 
 
 def openapi_document(app: FastAPI) -> dict:
-    """FastAPI's document, plus the request schemas parsed by hand and the raw fast-path inference routes."""
-    document = app.openapi()
+    """FastAPI's document, plus the request schemas parsed by hand and the raw fast-path inference routes, with each
+    face's errors, security and examples (`api/openapi.py`). A copy: FastAPI caches its own."""
+    document = copy.deepcopy(app.openapi())
     document.setdefault("components", {}).setdefault("schemas", {}).update(component_schemas)
-    document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-    document["security"] = [{"bearer": []}]
     document["servers"] = [{"url": "http://127.0.0.1:8080"}]
-    document["paths"].update(fastpath.openapi_paths())
-    return document
+    return openapi.finish(document, app, fastpath.openapi_paths())
 
 
 def create_app(settings: Settings, *, on_admin_token=None) -> FastPath:  # type: ignore[no-untyped-def]
@@ -90,18 +89,22 @@ def create_app(settings: Settings, *, on_admin_token=None) -> FastPath:  # type:
     app.include_router(craftai.public)
     app.include_router(native.router)
     app.include_router(native.own)
+    app.include_router(dashboard.entrance)
     app.include_router(dashboard.router)
     gate.set_default(gate.Policy(require_principal))  # any route no face registered: a bearer token, JSON-sized
     app.add_middleware(gate.BodyGate, max_upload_bytes=settings.max_upload_bytes,
                        max_json_bytes=settings.max_json_bytes)
 
-    @app.get("/healthz", operation_id="health_check", include_in_schema=True, tags=["health"])
+    @app.get("/healthz", operation_id="health_check", include_in_schema=True, tags=["health"],
+             openapi_extra=openapi.answers({"type": "object", "required": ["status", "version"], "properties": {
+                 "status": {"const": "ok"}, "version": {"type": "string"}}}))
     async def healthz() -> JSON:
         """Liveness: answers without authentication."""
         return JSON({"status": "ok", "version": __version__})
 
     @app.get("/metrics", operation_id="prometheus_metrics", tags=["observability"],
-             dependencies=[Depends(require_principal)])
+             dependencies=[Depends(require_principal)],
+             openapi_extra=openapi.answers({"type": "string"}, media_type="text/plain"))
     async def metrics(request: Request) -> Response:
         """Prometheus text format; scrape with `authorization: {credentials: <token>}`."""
         registry = request.app.state.platform.plane.metrics.registry
@@ -109,7 +112,7 @@ def create_app(settings: Settings, *, on_admin_token=None) -> FastPath:  # type:
 
     @app.get("/openapi.json", operation_id="openapi_document", include_in_schema=False,
              dependencies=[Depends(require_principal)])
-    async def openapi(request: Request) -> JSON:
+    async def openapi_json(request: Request) -> JSON:
         return JSON(openapi_document(request.app))
 
     fast = FastPath(app, app, max_body_bytes=settings.max_upload_bytes, request_timeout_s=settings.request_timeout_s)

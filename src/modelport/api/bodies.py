@@ -60,4 +60,5 @@ def documented(model: type[BaseModel], content_type: str = "application/json") -
     """`openapi_extra` for a route whose body is parsed by `json_body`, so the OpenAPI document still shows it."""
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     component_schemas.update(schema.pop("$defs", {}))
-    return {"requestBody": {"required": True, "content": {content_type: {"schema": schema}}}}
+    # An empty body reads as {} (official clients send none): it is optional when no field is required.
+    return {"requestBody": {"required": bool(schema.get("required")), "content": {content_type: {"schema": schema}}}}

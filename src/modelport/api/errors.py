@@ -80,6 +80,15 @@ def _from_http(exc: HTTPException) -> ModelportError:
     return error
 
 
+def _methods(app: FastAPI):  # type: ignore[no-untyped-def]
+    """Every method the routes have for a path (built once, from FastAPI's own document of them)."""
+    from modelport.api.openapi import Methods
+
+    if getattr(app.state, "methods", None) is None:
+        app.state.methods = Methods(app.openapi())
+    return app.state.methods
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ModelportError)
     async def _core(request: Request, exc: ModelportError) -> Response:
@@ -91,7 +100,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> Response:
-        return render(request.url.path, _from_http(exc))
+        response = render(request.url.path, _from_http(exc))
+        if exc.headers:  # e.g. 405's Allow, which RFC 9110 requires
+            response.headers.update(exc.headers)
+        if exc.status_code == 405:
+            methods = _methods(request.app).of(request.url.path)
+            if methods:
+                response.headers["Allow"] = ", ".join(methods)
+        return response
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

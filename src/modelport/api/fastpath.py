@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelport.api import errors, protocol
-from modelport.domain.errors import Forbidden, InternalError, ModelportError, PayloadTooLarge, Timeout
+from modelport.domain.errors import Forbidden, InternalError, MethodNotAllowed, ModelportError, PayloadTooLarge, Timeout
 from modelport.services.access import enter_request
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,13 @@ class FastPath:
             route, scope = self.match(scope)
             if route is not None:
                 await self._serve(route, scope, receive, send)
+                return
+            if scope["method"] != "POST" and any(scope["path"].startswith(r.prefix) and scope["path"].endswith(r.suffix)
+                                                 for r in routes):
+                error = MethodNotAllowed(f"{scope['method']} is not allowed here: the inference routes take POST")
+                response = errors.render(scope["path"], error)
+                response.headers["Allow"] = "POST"
+                await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from modelport.api import openapi
 from modelport.api.bodies import documented, json_body
 from modelport.api.responses import JSON
 from modelport.api.security import require_admin, require_principal
@@ -20,8 +21,11 @@ router = APIRouter(prefix="/modelport/v1", dependencies=[Depends(require_admin)]
 own = APIRouter(prefix="/modelport/v1", dependencies=[Depends(require_principal)], tags=["modelport"])
 
 
+EXAMPLE_TOKEN_ID = "00000000-0000-4000-8000-00000000e001"  # a server-made id: the conformance test swaps in a live one
+
+
 class CreateToken(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "ci-bot"}]})
     name: str
     kind: str = "user"
     user: str | None = None  # the user (email or id) a user token belongs to; default: a user named like the token
@@ -75,7 +79,8 @@ def _create(platform, name: str, kind: str, user: str | None, workspace_id: int 
     return token_json(info), {"token": secret}
 
 
-@router.post("/tokens", operation_id="modelport_create_token", status_code=201, openapi_extra=documented(CreateToken))
+@router.post("/tokens", operation_id="modelport_create_token", status_code=201,
+             openapi_extra=openapi.merge(documented(CreateToken), openapi.answers({"type": "object"}, status=201)))
 async def create_token(request: Request, body: CreateToken = json_body(CreateToken)) -> JSON:
     """Create a token; its secret is in this reply only."""
     record, secret = await run_in_threadpool(_create, request.app.state.platform, body.name, body.kind, body.user,
@@ -89,7 +94,8 @@ async def list_tokens(request: Request) -> JSON:
     return JSON({"tokens": [token_json(t) for t in tokens]})
 
 
-@router.delete("/tokens/{token_id}", operation_id="modelport_revoke_token")
+@router.delete("/tokens/{token_id}", operation_id="modelport_revoke_token",
+               openapi_extra=openapi.examples(token_id=EXAMPLE_TOKEN_ID))
 async def revoke_token(token_id: str, request: Request) -> JSON:
     info = await run_in_threadpool(request.app.state.platform.auth.revoke, token_id)
     return JSON(token_json(info))

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
+from modelport.api import openapi
 from modelport.domain.entities import Principal
 from modelport.domain.errors import Forbidden
 from modelport.services.access import act_as
@@ -18,7 +21,7 @@ def bearer_token(request: Request) -> str | None:
     return None
 
 
-async def require_principal(request: Request) -> Principal:
+async def require_principal(request: Request, _: Any = openapi.CREDENTIALS) -> Principal:
     """FastAPI dependency: the caller's identity from `Authorization: Bearer <token>`, or 401."""
     auth = request.app.state.platform.auth
     token = bearer_token(request)
@@ -30,7 +33,7 @@ async def require_principal(request: Request) -> Principal:
     return principal
 
 
-async def require_admin(request: Request) -> Principal:
+async def require_admin(request: Request, _: Any = openapi.CREDENTIALS) -> Principal:
     principal = await require_principal(request)
     if not principal.is_admin:
         raise Forbidden("this operation needs an admin token")

@@ -10,7 +10,8 @@ from starlette.responses import Response
 
 from modelport import __version__
 from modelport.api import errors as error_faces
-from modelport.api import fastpath
+from modelport.api import fastpath, openapi
+from modelport.api.wallaroo.errors import EXAMPLE_PIPELINE, EXAMPLE_PIPELINE_VERSION
 from modelport.api.responses import JSON
 from modelport.api.security import require_principal
 from modelport.domain.errors import InvalidInput, ModelportError, NotFound
@@ -24,6 +25,18 @@ router = APIRouter(prefix=PREFIX, dependencies=[Depends(require_principal)], tag
 
 def render_error(error: ModelportError) -> Response:
     return JSON({"error": error.message}, status_code=error.status)
+
+
+openapi.describe(openapi.FaceDoc(
+    name="V2", prefixes=(PREFIX,),
+    error_schema={"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+    statuses=(400, 401, 403, 404, 413, 415, 503),
+    parameter_examples={"name": EXAMPLE_PIPELINE, "version": EXAMPLE_PIPELINE_VERSION},
+))
+_READY = {"type": "object", "required": ["name", "ready"],
+          "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}}}
+_READY_ANSWERS = openapi.merge(openapi.answers(_READY), openapi.answers(
+    _READY, status=503, description="The model is deployed but not ready"))
 
 
 def install(app: FastAPI) -> None:
@@ -88,13 +101,14 @@ def _ready(live: LiveDeployment, variant: Variant) -> JSON:
     return JSON({"name": live.spec.pipeline_name, "ready": ok}, status_code=200 if ok else 503)
 
 
-@router.get("/models/{name}/ready", operation_id="v2_model_ready")
+@router.get("/models/{name}/ready", operation_id="v2_model_ready", openapi_extra=_READY_ANSWERS)
 async def model_ready(name: str, request: Request) -> JSON:
     live = await _deployment(request, name)
     return _ready(live, _variant(live, None))
 
 
-@router.get("/models/{name}/versions/{version}/ready", operation_id="v2_model_version_ready")
+@router.get("/models/{name}/versions/{version}/ready", operation_id="v2_model_version_ready",
+             openapi_extra=_READY_ANSWERS)
 async def model_version_ready(name: str, version: str, request: Request) -> JSON:
     live = await _deployment(request, name)
     return _ready(live, _variant(live, version))
@@ -144,12 +158,19 @@ async def infer(request: fastpath.Request) -> fastpath.Reply:
 
 _INFER_OPERATION = {
     "summary": "Open Inference Protocol inference",
-    "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object", "required": ["inputs"],
-                    "properties": {"id": {"type": "string"}, "parameters": {"type": "object"},
-                                   "inputs": {"type": "array", "items": {"type": "object"}},
-                                   "outputs": {"type": "array", "items": {"type": "object"}}}}}}},
-    "responses": {"200": {"description": "outputs"}, "400": {"description": "{\"error\": ...}"}},
-    "security": [{"bearer": []}], "tags": ["open-inference-protocol"],
+    "requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"type": "object", "required": ["inputs"],
+                   "properties": {"id": {"type": ["string", "null"]}, "parameters": {"type": ["object", "null"]},
+                                  "inputs": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+                                  "outputs": {"type": ["array", "null"], "items": {"type": "object"}}}},
+        "example": {"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP64",
+                                "data": [5.1, 3.5, 1.4, 0.2]}]}}}},
+    "responses": {"200": {"description": "the outputs (JSON, or binary tensors after a JSON header)", "content": {
+        "application/json": {"schema": {"type": "object", "required": ["model_name", "outputs"], "properties": {
+            "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
+            "outputs": {"type": "array", "items": {"type": "object"}}}}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
+    "tags": ["open-inference-protocol"],
 }
 fastpath.register(fastpath.Route("/v2/models/", "/infer", infer, "/v2/models/{name}/infer",
                                  {"operationId": "v2_model_infer", **_INFER_OPERATION}))

@@ -113,6 +113,8 @@ def check_value(parameter: Parameter, value: Any) -> Any:
 
 def parse_inputs_mapping(items: Any, inputs: tuple[Parameter, ...], rule: str) -> list[dict[str, Any]]:
     """Explicit mappings validated; on the endpoint rule, unmapped inputs become endpoint inputs of the same name."""
+    if items is not None and not isinstance(items, list):
+        raise InvalidInput("inputs_mapping must be a list", field="inputs_mapping")
     by_name = {p.name: p for p in inputs}
     mapped: dict[str, dict[str, Any]] = {}
     for i, item in enumerate(items or []):
@@ -148,6 +150,8 @@ def parse_inputs_mapping(items: Any, inputs: tuple[Parameter, ...], rule: str) -
 
 
 def parse_outputs_mapping(items: Any, outputs: tuple[Parameter, ...], rule: str) -> list[dict[str, Any]]:
+    if items is not None and not isinstance(items, list):
+        raise InvalidInput("outputs_mapping must be a list", field="outputs_mapping")
     names = {p.name for p in outputs}
     mapped: dict[str, dict[str, Any]] = {}
     for i, item in enumerate(items or []):

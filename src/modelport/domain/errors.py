@@ -49,6 +49,11 @@ class Forbidden(ModelportError):
     code = "Forbidden"
 
 
+class MethodNotAllowed(ModelportError):
+    status = 405
+    code = "MethodNotAllowed"
+
+
 class PayloadTooLarge(ModelportError):
     status = 413
     code = "PayloadTooLarge"

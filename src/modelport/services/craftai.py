@@ -672,7 +672,8 @@ class CraftAiService:
 
     def execution_logs(self, execution_id: str, body: Any) -> list[list[dict[str, Any]]]:
         self.get_execution(execution_id)
-        body = body if isinstance(body, dict) else {}
+        if not isinstance(body, dict):
+            raise InvalidInput("the body must be a JSON object of from, to and limit")
         low, high, limit = body.get("from"), body.get("to"), body.get("limit")
         for key, value in (("from", low), ("to", high), ("limit", limit)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from modelport.domain.bundles import BundleManifest, Mapping, mapping_from_json, parse_manifest, parse_mapping
@@ -234,14 +235,23 @@ class DataikuServices:
         except BaseException:
             shutil.rmtree(folder.with_name(folder.name + ".partial"), ignore_errors=True)
             raise
-        with self.db.session() as s:
-            row = DataikuGeneration(service_id=service.id, generation=manifest.version, bundle_sha=blob.sha256,
-                                    manifest=manifest.to_json(), preloaded=False, created_at=utcnow())
-            s.add(row)
-            known = set(s.scalars(select(DataikuEndpoint.endpoint).where(DataikuEndpoint.service_id == service.id)))
-            for endpoint in manifest.endpoints:
-                if endpoint.id not in known:
-                    s.add(DataikuEndpoint(service_id=service.id, endpoint=endpoint.id))
+        try:
+            with self.db.session() as s:
+                # The checks above take seconds: the service may have been deleted, or the same generation
+                # imported, meanwhile. Both are the caller's 404 or 409, not a broken foreign key.
+                if s.get(DataikuService, service.id) is None:
+                    raise NotFound(f"service {service.name!r} was deleted during the import", field="serviceId")
+                row = DataikuGeneration(service_id=service.id, generation=manifest.version, bundle_sha=blob.sha256,
+                                        manifest=manifest.to_json(), preloaded=False, created_at=utcnow())
+                s.add(row)
+                known = set(s.scalars(select(DataikuEndpoint.endpoint)
+                                      .where(DataikuEndpoint.service_id == service.id)))
+                for endpoint in manifest.endpoints:
+                    if endpoint.id not in known:
+                        s.add(DataikuEndpoint(service_id=service.id, endpoint=endpoint.id))
+        except IntegrityError:
+            raise AlreadyExists(f"generation {manifest.version!r} already exists in service {service.name!r}",
+                                field="generationId") from None
         self.refresh(service.name)
         return self._summary(service.name, row, mapping_from_json(service.mapping))
 

@@ -349,7 +349,7 @@ class WorkflowRunner:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
         method = operation.method.upper()
         full_url = url + (("?" + urlencode(query, doseq=True)) if query else "")
-        if self._needs_signature(source):
+        if self._needs_signature(source, operation.spec):
             headers = self._sign(method, full_url, headers, content, source)
         ctx.exchange = Exchange(url=full_url, method=method, request_headers=headers, request_query=query,
                                 request_path=path_values, request_body=request_body)
@@ -407,12 +407,20 @@ class WorkflowRunner:
         return _scalar(payload).encode(), content_type, payload
 
     # -- AWS Signature Version 4 -------------------------------------------------------------------------------------
-    def _needs_signature(self, source: Any) -> bool:
+    def _needs_signature(self, source: Any, operation: dict[str, Any]) -> bool:
+        """Sign when the operation's security (or the document's, for an operation without one) names a SigV4
+        scheme, or when the source is served from amazonaws.com. A document may mix schemes: modelport's signs
+        only its SageMaker operations."""
         if self.sign_sources is not None:
             return source.name in self.sign_sources
         servers = " ".join(str(s.get("url", "")) for s in source.servers)
-        schemes = json.dumps((source.content.get("components") or {}).get("securitySchemes") or {}).lower()
-        return "amazonaws.com" in servers or "sigv4" in schemes
+        schemes = (source.content.get("components") or {}).get("securitySchemes") or {}
+        requirements = operation.get("security", source.content.get("security"))
+        if requirements is None:
+            return "amazonaws.com" in servers or "sigv4" in json.dumps(schemes).lower()
+        named = {name for requirement in requirements for name in requirement}
+        return "amazonaws.com" in servers or any("sigv4" in f"{name} {json.dumps(schemes.get(name))}".lower()
+                                                 for name in named)
 
     def _sign(self, method: str, url: str, headers: dict[str, str], body: bytes | None, source: Any) -> dict[str, str]:
         import botocore.session

@@ -20,7 +20,21 @@ from modelport.api import errors as error_faces
 from modelport.api import gate
 from modelport.api.bodies import parse_json
 from modelport.services.access import act_as
-from modelport.api.craftai.security import PREFIXES, render, require_user
+from modelport.api import openapi
+from modelport.api.examples import CRAFTAI_CODE_TAR
+from modelport.api.craftai.security import (
+    EXAMPLE_ENDPOINT,
+    EXAMPLE_ENDPOINT_EXECUTION,
+    EXAMPLE_ENDPOINT_TOKEN,
+    EXAMPLE_EXPIRES,
+    EXAMPLE_PIPELINE,
+    EXAMPLE_REFRESH_TOKEN,
+    EXAMPLE_RETIRED_EXECUTION,
+    EXAMPLE_SIGNATURE,
+    PREFIXES,
+    render,
+    require_user,
+)
 from modelport.api.responses import JSON
 from modelport.domain.entities import Principal
 from modelport.domain.errors import Forbidden, InvalidInput, NotFound, Unauthenticated, UnsupportedMediaType
@@ -37,6 +51,22 @@ public = APIRouter(tags=["craftai"])
 gate.register(f"{API}/", gate.Policy(require_user))
 gate.register(f"{API}/pipelines", gate.Policy(require_user, large=True))  # code folders, file inputs
 gate.register(f"{API}/auth/refresh", gate.Policy(None), exact=True)  # the refresh token is in the body
+
+
+ARRAY = openapi.answers({"type": "array"})
+WAIT = openapi.query("wait_for_completion", {"type": "string"}, "true",
+                     description="`true` holds the request while it is pending; any other value does not")
+DEPLOYMENT = openapi.examples(name=EXAMPLE_ENDPOINT)
+LOGS_BODY = openapi.body({"type": "object", "properties": {
+    "from": {"type": ["integer", "null"]}, "to": {"type": ["integer", "null"]}, "limit": {"type": ["integer", "null"]}}},
+    {"limit": 100}, required=False)
+MAYBE = openapi.merge(openapi.answers({"type": "object"}), openapi.answers(None, status=204,
+                                                                           description="Nothing yet"))
+DEPLOYMENT_BODY = {"type": "object", "required": ["name", "pipeline_name"], "properties": {
+    "name": {"type": "string"}, "pipeline_name": {"type": "string"}, "mode": {"enum": ["elastic", "low_latency"]},
+    "description": {"type": "string"}, "execution_timeout_s": {"type": "integer", "minimum": 1},
+    "inputs_mapping": {"type": "array", "items": {"type": "object"}},
+    "outputs_mapping": {"type": "array", "items": {"type": "object"}}}}
 
 
 def _service(request: Request) -> CraftAiService:
@@ -103,7 +133,10 @@ def _json_field(value: str | None, field: str) -> Any:
 
 # -- auth and project ---------------------------------------------------------------------------------------------------
 
-@public.post(f"{API}/auth/refresh", operation_id="craftai_refresh_token")
+@public.post(f"{API}/auth/refresh", operation_id="craftai_refresh_token", openapi_extra=openapi.merge(
+    openapi.body({"type": "object", "required": ["refresh_token"], "properties": {"refresh_token": {"type": "string"}}},
+                 {"refresh_token": EXAMPLE_REFRESH_TOKEN}),
+    {"x-errors": [401]}))
 async def refresh(request: Request) -> JSON:
     """{"refresh_token": <a modelport token>} -> {"access_token": <signed, expiring JWT>}."""
     body = parse_json(await request.body())
@@ -130,7 +163,12 @@ async def project_information() -> JSON:
 
 # -- pipelines ----------------------------------------------------------------------------------------------------------
 
-@router.post("/pipelines", operation_id="craftai_create_pipeline")
+@router.post("/pipelines", operation_id="craftai_create_pipeline", openapi_extra=openapi.body(
+    {"type": "object", "required": ["pipeline_name", "function_path", "function_name", "step_file"], "properties": {
+        "pipeline_name": {"type": "string"}, "function_path": {"type": "string"}, "function_name": {"type": "string"},
+        "step_file": {"type": "string", "format": "binary", "description": "the code folder as a tar(.gz)"}}},
+    {"pipeline_name": "scratch-pipeline", "function_path": "src/double.py", "function_name": "double",
+     "step_file": CRAFTAI_CODE_TAR}, media_type="multipart/form-data"))
 async def create_pipeline(request: Request, principal: Principal = Depends(require_user)) -> JSON:
     """Multipart: bracket-flattened parameters and the code folder as the tar.gz part `step_file`."""
     fields, files = await _form(request, max_files=1)
@@ -146,12 +184,12 @@ async def create_pipeline(request: Request, principal: Principal = Depends(requi
     return JSON(created)
 
 
-@router.get("/pipelines", operation_id="craftai_list_pipelines")
+@router.get("/pipelines", operation_id="craftai_list_pipelines", openapi_extra=ARRAY)
 async def list_pipelines(request: Request) -> JSON:
     return JSON(await run_in_threadpool(_service(request).list_pipelines))
 
 
-@router.get("/pipelines/{name}", operation_id="craftai_get_pipeline")
+@router.get("/pipelines/{name}", operation_id="craftai_get_pipeline", openapi_extra=WAIT)
 async def get_pipeline(name: str, request: Request) -> JSON:
     service = _service(request)
     if _wait(request) and await run_in_threadpool(service.pipeline_status, name) == "creation_pending":
@@ -159,7 +197,9 @@ async def get_pipeline(name: str, request: Request) -> JSON:
     return JSON(await run_in_threadpool(service.get_pipeline, name))
 
 
-@router.delete("/pipelines/{name}", operation_id="craftai_delete_pipeline")
+@router.delete("/pipelines/{name}", operation_id="craftai_delete_pipeline", openapi_extra=openapi.merge(
+    openapi.examples(name="retired-pipeline"), openapi.query("force_deployments_deletion", {"type": "string"},
+                                                              description="`true` deletes its deployments too")))
 async def delete_pipeline(name: str, request: Request) -> JSON:
     force = request.query_params.get("force_deployments_deletion", "false").lower() == "true"
     return JSON(await _service(request).delete_pipeline(name, force))
@@ -169,17 +209,18 @@ def _maybe(value: Any) -> Response:
     return JSON(value) if value is not None else Response(status_code=204)
 
 
-@router.get("/pipelines/{name}/executions/latest", operation_id="craftai_latest_pipeline_execution")
+@router.get("/pipelines/{name}/executions/latest", operation_id="craftai_latest_pipeline_execution",
+            openapi_extra=MAYBE)
 async def latest_pipeline_execution(name: str, request: Request) -> Response:
     return _maybe(await run_in_threadpool(lambda: _service(request).latest_execution(pipeline_name=name)))
 
 
-@router.get("/pipelines/{name}/executions", operation_id="craftai_list_pipeline_executions")
+@router.get("/pipelines/{name}/executions", operation_id="craftai_list_pipeline_executions", openapi_extra=ARRAY)
 async def list_pipeline_executions(name: str, request: Request) -> JSON:
     return JSON(await run_in_threadpool(_service(request).list_executions, name))
 
 
-@router.post("/pipelines/{name}/logs", operation_id="craftai_pipeline_logs")
+@router.post("/pipelines/{name}/logs", operation_id="craftai_pipeline_logs", openapi_extra=ARRAY)
 async def pipeline_logs(name: str, request: Request) -> JSON:
     """The pipeline's creation log: why it failed, when it did."""
     pipeline = await run_in_threadpool(_service(request).get_pipeline, name)
@@ -187,7 +228,10 @@ async def pipeline_logs(name: str, request: Request) -> JSON:
     return JSON([{"timestamp": pipeline["creation_info"]["created_at"], "message": reason}] if reason else [])
 
 
-@router.post("/pipelines/{name}/run", operation_id="craftai_run_pipeline")
+@router.post("/pipelines/{name}/run", operation_id="craftai_run_pipeline", openapi_extra=openapi.body(
+    {"type": "object", "properties": {"json_inputs": {"type": "string", "contentMediaType": "application/json"},
+                                      "inputs_mapping": {"type": "string"}, "outputs_mapping": {"type": "string"}}},
+    {"json_inputs": '{"x": 2}'}, media_type="multipart/form-data"))
 async def run_pipeline(name: str, request: Request, principal: Principal = Depends(require_user)) -> JSON:
     """Form fields json_inputs, inputs_mapping, outputs_mapping (JSON strings), plus file inputs as parts."""
     fields, files = await _form(request)
@@ -212,12 +256,15 @@ async def get_execution(execution_id: str, request: Request) -> JSON:
     return JSON(await run_in_threadpool(_service(request).get_execution, execution_id))
 
 
-@router.delete("/executions/{execution_id}", operation_id="craftai_delete_execution")
+@router.delete("/executions/{execution_id}", operation_id="craftai_delete_execution",
+               openapi_extra=openapi.examples(execution_id=EXAMPLE_RETIRED_EXECUTION))
 async def delete_execution(execution_id: str, request: Request) -> JSON:
     return JSON(await run_in_threadpool(_service(request).delete_execution, execution_id))
 
 
-@router.get("/executions/{execution_id}/outputs", operation_id="craftai_execution_outputs")
+@router.get("/executions/{execution_id}/outputs", operation_id="craftai_execution_outputs", openapi_extra=openapi.merge(
+    WAIT, openapi.answers(None, status=307, description="Still running: ask again",
+                          headers={"Location": {"schema": {"type": "string"}}})))
 async def execution_outputs(execution_id: str, request: Request) -> Response:
     """307 back to itself while the execution runs (after holding the request a while); then its outputs."""
     service = _service(request)
@@ -230,13 +277,16 @@ async def execution_outputs(execution_id: str, request: Request) -> Response:
     return JSON({"outputs": execution["outputs"]})
 
 
-@router.get("/executions/{execution_id}/outputs/{output_name}", operation_id="craftai_execution_output_file")
+@router.get("/executions/{execution_id}/outputs/{output_name}", operation_id="craftai_execution_output_file",
+            openapi_extra=openapi.answers({"type": "string", "format": "binary"},
+                                          media_type="application/octet-stream"))
 async def execution_output_file(execution_id: str, output_name: str, request: Request) -> FileResponse:
     path = await run_in_threadpool(_service(request).execution_output_file, execution_id, output_name)
     return FileResponse(path, media_type="application/octet-stream")
 
 
-@router.post("/executions/{execution_id}/logs", operation_id="craftai_execution_logs")
+@router.post("/executions/{execution_id}/logs", operation_id="craftai_execution_logs",
+             openapi_extra=openapi.merge(LOGS_BODY, ARRAY))
 async def execution_logs(execution_id: str, request: Request) -> JSON:
     """{from, to, limit} (epoch milliseconds) -> [[{timestamp, message, stream}, ...]]."""
     body = parse_json(await request.body())
@@ -254,22 +304,29 @@ async def _create(request: Request, rule: str, principal: Principal) -> JSON:
     return JSON(deployment)
 
 
-@router.post("/endpoints", operation_id="craftai_create_endpoint_deployment")
+@router.post("/endpoints", operation_id="craftai_create_endpoint_deployment", openapi_extra=openapi.body(
+    DEPLOYMENT_BODY, {"name": "scratch-endpoint", "pipeline_name": EXAMPLE_PIPELINE}))
 async def create_endpoint(request: Request, principal: Principal = Depends(require_user)) -> JSON:
     return await _create(request, "endpoint", principal)
 
 
-@router.post("/periodic-deployment", operation_id="craftai_create_periodic_deployment")
+@router.post("/periodic-deployment", operation_id="craftai_create_periodic_deployment", openapi_extra=openapi.body(
+    openapi.merge(DEPLOYMENT_BODY, {"required": ["name", "pipeline_name", "schedule"],
+                                    "properties": {"schedule": {"type": "string"}}}),
+    {"name": "scratch-periodic", "pipeline_name": EXAMPLE_PIPELINE, "schedule": "0 0 1 1 *",
+     "inputs_mapping": [{"pipeline_input_name": "x", "constant_value": 1}],
+     "outputs_mapping": [{"pipeline_output_name": "y", "is_null": True},
+                         {"pipeline_output_name": "report", "is_null": True}]}))
 async def create_periodic(request: Request, principal: Principal = Depends(require_user)) -> JSON:
     return await _create(request, "periodic", principal)
 
 
-@router.get("/deployments", operation_id="craftai_list_deployments")
+@router.get("/deployments", operation_id="craftai_list_deployments", openapi_extra=ARRAY)
 async def list_deployments(request: Request) -> JSON:
     return JSON(await run_in_threadpool(_service(request).list_deployments))
 
 
-@router.get("/deployments/{name}", operation_id="craftai_get_deployment")
+@router.get("/deployments/{name}", operation_id="craftai_get_deployment", openapi_extra=openapi.merge(DEPLOYMENT, WAIT))
 async def get_deployment(name: str, request: Request) -> JSON:
     service = _service(request)
     deployment = await run_in_threadpool(service.get_deployment, name)
@@ -279,29 +336,38 @@ async def get_deployment(name: str, request: Request) -> JSON:
     return JSON(deployment)
 
 
-@router.patch("/deployments/{name}", operation_id="craftai_update_deployment")
+@router.patch("/deployments/{name}", operation_id="craftai_update_deployment", openapi_extra=openapi.merge(
+    DEPLOYMENT, openapi.body({"type": "object", "properties": {
+        "is_enabled": {"type": "boolean"}, "schedule": {"type": "string"},
+        "inputs_mapping": {"type": "array", "items": {"type": "object"}},
+        "outputs_mapping": {"type": "array", "items": {"type": "object"}}}}, {"is_enabled": True}, required=False)))
 async def update_deployment(name: str, request: Request) -> JSON:
     return JSON(await run_in_threadpool(_service(request).update_deployment, name, parse_json(await request.body())))
 
 
-@router.delete("/deployments/{name}", operation_id="craftai_delete_deployment")
+@router.delete("/deployments/{name}", operation_id="craftai_delete_deployment",
+               openapi_extra=openapi.examples(name="retired-endpoint"))
 async def delete_deployment(name: str, request: Request) -> JSON:
     return JSON(await _service(request).delete_deployment(name))
 
 
-@router.get("/deployments/{name}/executions/latest", operation_id="craftai_latest_deployment_execution")
+@router.get("/deployments/{name}/executions/latest", operation_id="craftai_latest_deployment_execution",
+            openapi_extra=openapi.merge(DEPLOYMENT, MAYBE))
 async def latest_deployment_execution(name: str, request: Request) -> Response:
     return _maybe(await run_in_threadpool(lambda: _service(request).latest_execution(deployment_name=name)))
 
 
-@router.post("/deployments/{name}/logs", operation_id="craftai_deployment_logs")
+@router.post("/deployments/{name}/logs", operation_id="craftai_deployment_logs",
+             openapi_extra=openapi.merge(DEPLOYMENT, LOGS_BODY, ARRAY))
 async def deployment_logs(name: str, request: Request) -> JSON:
     """The logs of the deployment's latest execution."""
+    body = parse_json(await request.body())
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object of from, to and limit")
     latest = await run_in_threadpool(lambda: _service(request).latest_execution(deployment_name=name))
     if latest is None:
         return JSON([])
-    logs = await run_in_threadpool(_service(request).execution_logs, latest["execution_id"],
-                                   parse_json(await request.body()))
+    logs = await run_in_threadpool(_service(request).execution_logs, latest["execution_id"], body)
     return JSON(logs[0])
 
 
@@ -318,7 +384,8 @@ async def _trigger_inputs(request: Request) -> tuple[dict[str, Any], dict[str, b
     return body, {}
 
 
-@router.post("/deployments/{name}/executions", operation_id="craftai_trigger_deployment")
+@router.post("/deployments/{name}/executions", operation_id="craftai_trigger_deployment", openapi_extra=openapi.merge(
+    DEPLOYMENT, openapi.body({"type": "object"}, {"x": 2})))
 async def trigger_deployment(name: str, request: Request, principal: Principal = Depends(require_user)) -> JSON:
     service = _service(request)
     deployment = await run_in_threadpool(service.get_deployment, name)
@@ -329,23 +396,34 @@ async def trigger_deployment(name: str, request: Request, principal: Principal =
     return JSON({"execution_id": execution_id})
 
 
-@router.post("/endpoints/{name}/generate-new-token", operation_id="craftai_new_endpoint_token")
+@router.post("/endpoints/{name}/generate-new-token", operation_id="craftai_new_endpoint_token",
+             openapi_extra=openapi.merge(openapi.examples(name="spare-endpoint"), openapi.body(
+                 {"type": "object", "properties": {"endpoint_token": {
+                     "type": ["string", "null"], "minLength": 16, "maxLength": 256}}}, {}, required=False)))
 async def new_endpoint_token(name: str, request: Request) -> JSON:
     body = parse_json(await request.body())
-    token = body.get("endpoint_token") if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        raise InvalidInput("the body must be a JSON object")
+    token = body.get("endpoint_token")
+    if token is not None and not isinstance(token, str):
+        raise InvalidInput("endpoint_token must be a string", field="endpoint_token")
     return JSON(await run_in_threadpool(_service(request).new_endpoint_token, name, token))
 
 
 # -- environment variables ----------------------------------------------------------------------------------------------
 
-@router.get("/environment-variables", operation_id="craftai_list_environment_variables")
+@router.get("/environment-variables", operation_id="craftai_list_environment_variables", openapi_extra=ARRAY)
 async def list_variables(request: Request) -> JSON:
     """Which variables are set; their values are write-only (sealed at rest, given only to executions)."""
     names = await run_in_threadpool(_service(request).environment_variable_names)
     return JSON([{"name": name, "value": HIDDEN} for name in names])
 
 
-@router.put("/environment-variables", operation_id="craftai_set_environment_variable")
+@router.put("/environment-variables", operation_id="craftai_set_environment_variable", openapi_extra=openapi.merge(
+    openapi.body({"type": "object", "required": ["environment_variables"], "properties": {
+        "environment_variables": {"type": "object", "minProperties": 1, "additionalProperties": {"type": "string"}}}},
+        {"environment_variables": {"IRIS_SCALE": "2"}}),
+    openapi.answers(None, status=204)))
 async def set_variable(request: Request) -> Response:
     """{"environment_variables": {name: value, ...}}"""
     body = parse_json(await request.body())
@@ -357,20 +435,24 @@ async def set_variable(request: Request) -> Response:
     return Response(status_code=204)
 
 
-@router.delete("/environment-variables/{name}", operation_id="craftai_delete_environment_variable")
+@router.delete("/environment-variables/{name}", operation_id="craftai_delete_environment_variable",
+               openapi_extra=openapi.examples(name="RETIRED_VAR"))
 async def delete_variable(name: str, request: Request) -> JSON:
     return JSON(await run_in_threadpool(_service(request).delete_environment_variable, name))
 
 
 # -- datastore ----------------------------------------------------------------------------------------------------------
 
-@router.get("/data-store/list", operation_id="craftai_list_datastore")
+@router.get("/data-store/list", operation_id="craftai_list_datastore",
+            openapi_extra=openapi.query("folder_path", {"type": "string"}, "iris"))
 async def list_datastore(request: Request) -> JSON:
     items = await run_in_threadpool(_service(request).list_datastore, request.query_params.get("folder_path"))
     return JSON({"items": items, "continuation_token": None})
 
 
-@router.post("/data-store/download", operation_id="craftai_datastore_download_url")
+@router.post("/data-store/download", operation_id="craftai_datastore_download_url", openapi_extra=openapi.body(
+    {"type": "object", "required": ["path_to_object"], "properties": {"path_to_object": {"type": "string"}}},
+    {"path_to_object": "iris/input.json"}, media_type="multipart/form-data"))
 async def datastore_download_url(request: Request) -> JSON:
     """A signed URL, valid 15 minutes, from which the object can be fetched without credentials."""
     form = await request.form()
@@ -385,7 +467,12 @@ async def datastore_download_url(request: Request) -> JSON:
     return JSON({"signed_url": str(url)})
 
 
-@public.get(f"{API}/data-store/object", operation_id="craftai_datastore_object", name="craftai_datastore_object")
+@public.get(f"{API}/data-store/object", operation_id="craftai_datastore_object", name="craftai_datastore_object",
+            openapi_extra=openapi.merge(
+                openapi.query("path", {"type": "string"}, "iris/input.json", required=True),
+                openapi.query("expires", {"type": "integer"}, EXAMPLE_EXPIRES, required=True),
+                openapi.query("signature", {"type": "string"}, EXAMPLE_SIGNATURE, required=True),
+                openapi.answers({"type": "string", "format": "binary"}, media_type="application/octet-stream")))
 async def datastore_object(request: Request) -> FileResponse:
     """Answers only a valid, unexpired signature from `data-store/download`."""
     import hmac
@@ -420,8 +507,8 @@ async def _endpoint_caller(request: Request) -> None:
 gate.register("/endpoints/", gate.Policy(_endpoint_caller, large=True))
 
 
-@public.post("/endpoints/{path}", operation_id="craftai_trigger_endpoint",
-             openapi_extra={"security": [{"endpointToken": []}]})
+@public.post("/endpoints/{path}", operation_id="craftai_trigger_endpoint", openapi_extra=openapi.merge(
+    {"security": [{"endpointToken": []}], "x-errors": [401]}, openapi.body({"type": "object"}, {"x": 2})))
 async def trigger_endpoint(path: str, request: Request) -> JSON:
     """`Authorization: EndpointToken <token>`; a JSON object of inputs (or multipart with file parts)."""
     service = _service(request)
@@ -434,7 +521,10 @@ async def trigger_endpoint(path: str, request: Request) -> JSON:
     return JSON({"execution_id": execution_id})
 
 
-@public.get("/endpoints/v1/{path}/executions/{execution_id}", operation_id="craftai_endpoint_result")
+@public.get("/endpoints/v1/{path}/executions/{execution_id}", operation_id="craftai_endpoint_result",
+            openapi_extra=openapi.merge(
+                openapi.examples(execution_id=EXAMPLE_ENDPOINT_EXECUTION), {"x-errors": [401]},
+                openapi.query("token", {"type": "string"}, EXAMPLE_ENDPOINT_TOKEN, required=True)))
 async def endpoint_result(path: str, execution_id: str, request: Request) -> JSON:
     """`?token=<endpoint token>`; waits for the execution, then {"outputs": {name: {"value": v}}}."""
     service = _service(request)

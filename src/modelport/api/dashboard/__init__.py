@@ -25,6 +25,8 @@ HERE = Path(__file__).parent
 COOKIE = "modelport_session"
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 router = APIRouter(include_in_schema=False)
+# The entrance is in the API description: it shares `/` with SageMaker's control plane (which takes POST).
+entrance = APIRouter(tags=["dashboard"])
 
 
 class Csrf:
@@ -108,7 +110,9 @@ async def _require_action(request: Request) -> Principal:
 
 # -- sign in ------------------------------------------------------------------------------------------------------------
 
-@router.get("/")
+@entrance.get("/", operation_id="dashboard_home", response_class=RedirectResponse, status_code=303,
+          openapi_extra={"responses": {"303": {"description": "To the dashboard (`/ui`)", "headers": {
+              "Location": {"schema": {"type": "string"}}}}}})
 async def root() -> RedirectResponse:
     return RedirectResponse("/ui", status_code=303)
 

@@ -8,6 +8,7 @@ import binascii
 
 from starlette.responses import Response
 
+from modelport.api import openapi
 from modelport.api.responses import JSON
 from modelport.domain.errors import ModelportError, Unauthenticated
 
@@ -45,3 +46,22 @@ def normalise_path(path: str) -> str:
     if len(path) > 1 and path.endswith("/") and path.startswith(ADMIN_PREFIX):
         path = path.rstrip("/")
     return path
+
+
+# Examples in the OpenAPI document: the README's iris service; server-made values are stand-ins the conformance test
+# replaces with live ones.
+EXAMPLE_SERVICE = "iris"
+EXAMPLE_GENERATION = "v1"
+EXAMPLE_SERVICE_KEY_ID = "00000000-0000-4000-8000-00000000d001"
+EXAMPLE_BUNDLE_PATH = "/srv/dataiku-imports/iris-v2.zip"
+
+_ERROR = {"type": "object", "required": ["errorType", "message", "detailedMessage"], "properties": {
+    "errorType": {"type": "string"}, "message": {"type": "string"}, "detailedMessage": {"type": "string"}}}
+_SECURITY = ({"dataikuKey": []}, {"bearer": []})
+openapi.describe(openapi.FaceDoc(
+    name="Dataiku", prefixes=(ADMIN_PREFIX,), error_schema=_ERROR, statuses=(400, 401, 403, 404, 409, 413, 415, 503),
+    security=_SECURITY, parameter_examples={"service_id": EXAMPLE_SERVICE, "generation": EXAMPLE_GENERATION,
+                                            "key_id": EXAMPLE_SERVICE_KEY_ID}))
+openapi.describe(openapi.FaceDoc(
+    name="Dataiku", prefixes=(PUBLIC_PREFIX,), error_schema=_ERROR, statuses=(400, 401, 403, 404, 413, 503),
+    security=_SECURITY, parameter_examples={"serviceId": EXAMPLE_SERVICE, "endpointId": "iris"}))

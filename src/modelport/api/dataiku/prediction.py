@@ -234,21 +234,28 @@ async def run(request: fastpath.Request) -> fastpath.Reply:
     return fastpath.Reply(payload, headers=((b"x-dku-generation", variant.name.encode()),))
 
 
-def _operation(op: str, summary: str) -> dict[str, Any]:
+_IRIS = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+
+
+def _operation(op: str, summary: str, endpoint: str, example: dict[str, Any]) -> dict[str, Any]:
     return {"operationId": f"dataiku_{op}", "summary": summary, "tags": ["dataiku"],
-            "parameters": [{"name": "serviceId", "in": "path", "required": True, "schema": {"type": "string"}},
-                           {"name": "endpointId", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}},
-            "responses": {"200": {"description": "the result"}}}
+            "parameters": [{"name": "serviceId", "in": "path", "required": True, "schema": {"type": "string"},
+                            "example": "iris"},
+                           {"name": "endpointId", "in": "path", "required": True, "schema": {"type": "string"},
+                            "example": endpoint}],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": {"type": "object"}, "example": example}}},
+            "responses": {"200": {"description": "the result", "content": {"application/json": {"schema": {}}}}}}
 
 
 fastpath.register(fastpath.Route(PREFIX, "/predict", predict, "/public/api/v1/{serviceId}/{endpointId}/predict",
-                                 _operation("predict", "Dataiku predict one record"), authenticate=False,
-                                 gate=_caller))
+                                 _operation("predict", "Dataiku predict one record", "iris",
+                                            {"features": _IRIS}), authenticate=False, gate=_caller))
 fastpath.register(fastpath.Route(PREFIX, "/predict-multi", predict_multi,
                                  "/public/api/v1/{serviceId}/{endpointId}/predict-multi",
-                                 _operation("predict_multi", "Dataiku predict records"), authenticate=False,
-                                 gate=_caller))
+                                 _operation("predict_multi", "Dataiku predict records", "iris",
+                                            {"items": [{"features": _IRIS}]}), authenticate=False, gate=_caller))
 fastpath.register(fastpath.Route(PREFIX, "/run", run, "/public/api/v1/{serviceId}/{endpointId}/run",
-                                 _operation("run_function", "Dataiku run a python function endpoint"),
+                                 _operation("run_function", "Dataiku run a python function endpoint", "score",
+                                            {"a": 1, "b": 2}),
                                  authenticate=False, gate=_caller))

@@ -31,10 +31,11 @@ async def authenticate_headers(platform: Any, *, method: str, path: str, query: 
                                ) -> Signed:
     """Before the body is read: a signature is there, made with a key modelport issued, dated now, over headers
     the request has; and when `x-amz-content-sha256` gives the payload hash, the signature holds. (Without that
-    header the signature covers a hash of the body, so it is checked once the body is in.)"""
+    header the signature covers a hash of the body, so it is checked once the body is in.) SageMakerError 401
+    without credentials, 403 if the signature does not hold."""
     header = headers.get("authorization")
     if not header:
-        raise SageMakerError("MissingAuthenticationTokenException", "Missing Authentication Token", 403)
+        raise SageMakerError("MissingAuthenticationTokenException", "Missing Authentication Token", 401)
     try:
         credential = parse_authorization(header)
         service = platform.sagemaker

@@ -9,13 +9,31 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from modelport.api import gate
+from modelport.api import gate, openapi
 from modelport.api.sagemaker.auth import authenticate, authenticate_headers
 from modelport.domain.errors import ModelportError
 from modelport.services.sagemaker import SageMakerError, validation
 
 router = APIRouter(tags=["sagemaker"])
 AMZ_JSON = "application/x-amz-json-1.1"
+OPERATIONS = ("CreateModel", "DescribeModel", "DeleteModel", "ListModels", "CreateEndpointConfig",
+              "DescribeEndpointConfig", "DeleteEndpointConfig", "ListEndpointConfigs", "CreateEndpoint",
+              "DescribeEndpoint", "UpdateEndpoint", "UpdateEndpointWeightsAndCapacities", "DeleteEndpoint",
+              "ListEndpoints")
+EXAMPLE_ENDPOINT = "iris"
+
+openapi.describe(openapi.FaceDoc(
+    name="SageMaker", exact=("/", "/sagemaker"), error_media_type=AMZ_JSON,
+    error_schema={"type": "object", "required": ["__type", "Message"], "properties": {
+        "__type": {"type": "string"}, "Message": {"type": "string"}}},
+    statuses=(400, 401, 403), security=({"sigv4": []},), methods=("post",),
+))
+_OPERATION_DOC = openapi.merge(
+    {"security": [{"sigv4": []}], "parameters": [{
+        "name": "X-Amz-Target", "in": "header", "required": True, "example": "SageMaker.DescribeEndpoint",
+        "schema": {"type": "string", "enum": [f"SageMaker.{op}" for op in OPERATIONS]}}]},
+    openapi.body({"type": "object"}, {"EndpointName": EXAMPLE_ENDPOINT}, media_type=AMZ_JSON),
+    openapi.answers({"type": "object"}, media_type=AMZ_JSON))
 
 
 async def _signed(request: Request) -> None:
@@ -95,14 +113,14 @@ async def _dispatch(service: Any, op: str, payload: dict[str, Any], region: str)
     raise validation(f"the operation {op!r} is not supported") if op else validation("no operation")
 
 
-@router.post("/", operation_id="sagemaker_operation", include_in_schema=True)
+@router.post("/", operation_id="sagemaker_operation", openapi_extra=_OPERATION_DOC)
 async def operation_at_root(request: Request) -> Response:
     """SageMaker hosting operations (CreateModel, CreateEndpointConfig, CreateEndpoint, DescribeEndpoint, ...),
     named by the X-Amz-Target header, SigV4-signed."""
     return await _operation(request)
 
 
-@router.post("/sagemaker", operation_id="sagemaker_operation_prefixed")
+@router.post("/sagemaker", operation_id="sagemaker_operation_prefixed", openapi_extra=_OPERATION_DOC)
 async def operation_at_prefix(request: Request) -> Response:
     """The same, for clients whose endpoint_url has the /sagemaker path."""
     return await _operation(request)

@@ -10,7 +10,7 @@ import orjson
 from starlette.responses import Response
 
 from modelport.api import errors as error_faces
-from modelport.api import fastpath
+from modelport.api import fastpath, openapi
 from modelport.api.sagemaker.auth import authenticate_body, authenticate_headers
 from modelport.domain.errors import InvalidInput, ModelportError, NotFound, NotReady
 from modelport.serving.codecs import DECODE_ERRORS, decoder
@@ -36,6 +36,16 @@ def render(error: ModelportError) -> Response:
 
 
 error_faces.register_face(PREFIX, render, suffix="/invocations")
+openapi.describe(openapi.FaceDoc(
+    name="SageMakerRuntime", prefixes=(PREFIX,), suffix="/invocations",
+    error_schema={"anyOf": [
+        {"type": "object", "required": ["message"], "properties": {"message": {"type": "string"}}},
+        {"type": "object", "required": ["Message", "OriginalStatusCode", "OriginalMessage"], "properties": {
+            "Message": {"type": "string"}, "OriginalStatusCode": {"type": "integer"},
+            "OriginalMessage": {"type": "string"}, "LogStreamArn": {"type": "string"}}}]},
+    statuses=(400, 401, 403, 424, 429, 503), security=({"sigv4": []},),
+    parameter_examples={"EndpointName": "iris"},
+))
 
 
 @decoder
@@ -148,7 +158,12 @@ async def signed(request: fastpath.Request) -> Any:
 
 fastpath.register(fastpath.Route(PREFIX, "/invocations", invoke, "/endpoints/{EndpointName}/invocations", {
     "operationId": "sagemaker_invoke_endpoint", "summary": "SageMaker runtime InvokeEndpoint (SigV4-signed)",
-    "requestBody": {"content": {"text/csv": {}, "application/json": {}, "application/x-npy": {}}},
-    "responses": {"200": {"description": "the predictions, as Accept asks"}}, "tags": ["sagemaker"],
-    "security": [],
+    "requestBody": {"required": True, "content": {
+        "text/csv": {"schema": {"type": "string"}, "example": "5.1,3.5,1.4,0.2"},
+        "application/json": {"schema": {"type": "array"}, "example": [[5.1, 3.5, 1.4, 0.2]]},
+        "application/x-npy": {"schema": {"type": "string", "format": "binary"}}}},
+    "responses": {"200": {"description": "the predictions, as Accept asks", "content": {
+        "application/json": {"schema": {}}, "text/csv": {"schema": {"type": "string"}},
+        "application/x-npy": {"schema": {"type": "string", "format": "binary"}}}}},
+    "tags": ["sagemaker"],
 }, authenticate=False, gate=signed))

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import QueryParams
 
-from modelport.api import fastpath
+from modelport.api import fastpath, openapi
 from modelport.api.bodies import documented, json_body
 from modelport.api.responses import JSON
 from modelport.api.security import require_principal
@@ -36,7 +36,7 @@ async def deploy(request: Request, body: schemas.DeployPipeline = json_body(sche
 
 
 @router.post("/pipelines/undeploy", operation_id="wallaroo_undeploy_pipeline",
-             openapi_extra=documented(schemas.UndeployPipeline))
+             openapi_extra=openapi.merge(documented(schemas.UndeployPipeline), openapi.answers({"type": "null"})))
 async def undeploy(request: Request, body: schemas.UndeployPipeline = json_body(schemas.UndeployPipeline)) -> JSON:
     await _platform(request).deployments.undeploy(body.pipeline_id, body.deployment_id)
     return JSON(None)
@@ -143,11 +143,16 @@ async def infer(request: fastpath.Request) -> fastpath.Reply:
 fastpath.register(fastpath.Route(INFER_PREFIX, "", infer, f"{INFER_PREFIX}{{deployment}}/{{pipeline}}", {
     "operationId": "wallaroo_infer", "summary": "Inference through a deployment's external URL",
     "requestBody": {"required": True, "content": {
-        "application/json; format=pandas-records": {"schema": {"type": "array", "items": {"type": "object"}}},
+        "application/json; format=pandas-records": {
+            "schema": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+            "example": [{"features": [5.1, 3.5, 1.4, 0.2]}]},
         "application/json; format=wallaroo": {"schema": {"type": "object"}},
         ARROW: {"schema": {"type": "string", "format": "binary"}}}},
-    "responses": {"200": {"description": "records (time, in, out, check_failures, metadata) or an Arrow file"}},
-    "security": [{"bearer": []}], "tags": ["wallaroo"],
+    "responses": {"200": {"description": "records (time, in, out, check_failures, metadata) or an Arrow file",
+                          "content": {"application/json; format=pandas-records": {
+                              "schema": {"type": "array", "items": {"type": "object"}}},
+                              ARROW: {"schema": {"type": "string", "format": "binary"}}}}},
+    "tags": ["wallaroo"],
 }))
 
 

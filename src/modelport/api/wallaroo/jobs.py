@@ -8,11 +8,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from modelport.api import openapi
+from modelport.api.examples import ORCHESTRATION_ZIP
 from modelport.api.bodies import documented, json_body
 from modelport.api.responses import JSON
 from modelport.api.security import require_principal
 from modelport.api.wallaroo import schemas
-from modelport.api.wallaroo.routes import PREFIX, _platform, read_upload
+from modelport.api.wallaroo.routes import ARRAY, PREFIX, _platform, multipart, read_upload
 from modelport.domain.entities import Principal
 from modelport.domain.jobs import TaskKind
 from modelport.store.tables import Orchestration, Task, TaskRun
@@ -59,7 +61,8 @@ def _task_reply(platform: Any, task: Task, run_limit: int = 10) -> dict[str, Any
 
 # -- orchestrations ----------------------------------------------------------------------------------------------------
 
-@router.post("/orchestration/upload", operation_id="wallaroo_upload_orchestration", status_code=202)
+@router.post("/orchestration/upload", operation_id="wallaroo_upload_orchestration", status_code=202,
+             openapi_extra=multipart(schemas.UploadOrchestrationMetadata, "a ZIP with main.py", ORCHESTRATION_ZIP))
 async def upload(request: Request, principal: Principal = Depends(require_principal)) -> JSON:
     """Multipart `file` (a ZIP with main.py and at most one requirements.txt) and `metadata` {"workspace_id"}."""
     metadata, file = await read_upload(request, schemas.UploadOrchestrationMetadata, "orchestration")
@@ -72,7 +75,7 @@ async def upload(request: Request, principal: Principal = Depends(require_princi
 
 
 @router.post("/orchestration/list", operation_id="wallaroo_list_orchestrations",
-             openapi_extra=documented(schemas.ListOrchestrations))
+             openapi_extra=openapi.merge(documented(schemas.ListOrchestrations), openapi.answers(ARRAY)))
 async def list_orchestrations(request: Request,
                               body: schemas.ListOrchestrations = json_body(schemas.ListOrchestrations)) -> JSON:
     rows = await run_in_threadpool(_platform(request).jobs.orchestrations, [body.workspace_id])
@@ -142,7 +145,7 @@ async def get_by_id(request: Request, body: schemas.TaskById = json_body(schemas
     return JSON(await run_in_threadpool(_task_reply, platform, task, body.run_limit))
 
 
-@router.post("/task/list", operation_id="wallaroo_task_list", openapi_extra=documented(schemas.ListTasks))
+@router.post("/task/list", operation_id="wallaroo_task_list", openapi_extra=openapi.merge(documented(schemas.ListTasks), openapi.answers(ARRAY)))
 async def list_tasks(request: Request, body: schemas.ListTasks = json_body(schemas.ListTasks)) -> JSON:
     platform = _platform(request)
 
@@ -159,7 +162,7 @@ async def tasks_by_sha(request: Request, body: schemas.TasksBySha = json_body(sc
     return JSON({"ids": await run_in_threadpool(_platform(request).jobs.tasks_by_sha, body.sha)})
 
 
-@router.post("/task/kill", operation_id="wallaroo_task_kill", status_code=202, openapi_extra=documented(schemas.KillTask))
+@router.post("/task/kill", operation_id="wallaroo_task_kill", status_code=202, openapi_extra=openapi.merge(documented(schemas.KillTask), openapi.answers({"type": "object"}, status=202)))
 async def kill(request: Request, body: schemas.KillTask = json_body(schemas.KillTask)) -> JSON:
     """Stops active runs (process group: SIGTERM, then SIGKILL), deletes the task's run logs, fires no more runs."""
     platform = _platform(request)
@@ -170,7 +173,7 @@ async def kill(request: Request, body: schemas.KillTask = json_body(schemas.Kill
 
 
 @router.post("/task/list_task_runs", operation_id="wallaroo_task_list_runs",
-             openapi_extra=documented(schemas.ListTaskRuns))
+             openapi_extra=openapi.merge(documented(schemas.ListTaskRuns), openapi.answers(ARRAY)))
 async def list_task_runs(request: Request, body: schemas.ListTaskRuns = json_body(schemas.ListTaskRuns)) -> JSON:
     runs = await run_in_threadpool(lambda: _platform(request).jobs.runs(body.task_id, status=body.status,
                                                                           limit=body.limit))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+import orjson
+
 from fastapi import APIRouter, Depends, FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from modelport.api import errors as error_faces
-from modelport.api import gate
+from modelport.api import gate, openapi
 from modelport.api.bodies import documented, json_body, parse_json, validate
 from modelport.api.responses import JSON
 from modelport.api.security import require_principal
@@ -22,6 +24,19 @@ from modelport.services.registry import ModelUpload
 from modelport.services.users import WALLAROO_ROLES
 
 PREFIX = "/v1/api"
+ARRAY = {"type": "array", "items": {"type": "object"}}
+
+
+def multipart(schema: type[schemas.Body], what: str, file: str = "not a model: loading it fails, the upload does not"
+              ) -> dict[str, Any]:
+    """The OpenAPI request body of an upload: a JSON `metadata` part and the `file` part (with examples)."""
+    example = (schema.model_config.get("json_schema_extra") or {}).get("examples", [{}])[0]  # type: ignore[union-attr]
+    return openapi.body({"type": "object", "required": ["metadata", "file"], "properties": {
+        "metadata": {"type": "string", "description": f"JSON: {schema.__name__}",
+                     "contentMediaType": "application/json"},
+        "file": {"type": "string", "format": "binary", "description": what}}},
+        {"metadata": orjson.dumps(example).decode(), "file": file},
+        media_type="multipart/form-data")
 T = TypeVar("T", bound=schemas.Body)
 router = APIRouter(prefix=PREFIX, dependencies=[Depends(require_principal)], tags=["wallaroo"])
 public = APIRouter(prefix=PREFIX, tags=["wallaroo"])
@@ -168,13 +183,15 @@ async def _upload(request: Request, principal: Principal, default_framework: str
     ]}]}})
 
 
-@router.post("/models/upload", operation_id="wallaroo_upload_model")
+@router.post("/models/upload", operation_id="wallaroo_upload_model",
+             openapi_extra=multipart(schemas.UploadMetadata, "the model file"))
 async def upload_model(request: Request, principal: Principal = Depends(require_principal)) -> JSON:
     """Multipart `metadata` (JSON) + `file`; framework defaults to onnx."""
     return await _upload(request, principal, "onnx")
 
 
-@router.post("/models/upload_and_convert", operation_id="wallaroo_upload_and_convert_model")
+@router.post("/models/upload_and_convert", operation_id="wallaroo_upload_and_convert_model",
+             openapi_extra=multipart(schemas.UploadMetadata, "the model file"))
 async def upload_and_convert(request: Request, principal: Principal = Depends(require_principal)) -> JSON:
     """Multipart `metadata` (JSON, with conversion.framework) + `file`."""
     return await _upload(request, principal, "onnx")
@@ -186,7 +203,7 @@ async def list_models(request: Request, body: schemas.ListModels = json_body(sch
     return JSON({"models": [model_json(m) for m in models]})
 
 
-@router.post("/models/list_versions", operation_id="wallaroo_list_model_versions", openapi_extra=documented(schemas.ListVersions))
+@router.post("/models/list_versions", operation_id="wallaroo_list_model_versions", openapi_extra=openapi.merge(documented(schemas.ListVersions), openapi.answers(ARRAY)))
 async def list_versions(request: Request, body: schemas.ListVersions = json_body(schemas.ListVersions)) -> JSON:
     versions = await run_in_threadpool(_platform(request).registry.list_versions, body.model_id, body.models_pk_id)
     return JSON([model_version_json(v) for v in versions])
