@@ -338,9 +338,10 @@ async def get_deployment(name: str, request: Request) -> JSON:
 
 @router.patch("/deployments/{name}", operation_id="craftai_update_deployment", openapi_extra=openapi.merge(
     DEPLOYMENT, openapi.body({"type": "object", "properties": {
-        "is_enabled": {"type": "boolean"}, "schedule": {"type": "string"},
-        "inputs_mapping": {"type": "array", "items": {"type": "object"}},
-        "outputs_mapping": {"type": "array", "items": {"type": "object"}}}}, {"is_enabled": True}, required=False)))
+        "is_enabled": {"type": "boolean"}, "schedule": {"type": ["string", "null"]},  # null: unchanged
+        "inputs_mapping": {"type": ["array", "null"], "items": {"type": "object"}},
+        "outputs_mapping": {"type": ["array", "null"], "items": {"type": "object"}}}}, {"is_enabled": True},
+        required=False)))
 async def update_deployment(name: str, request: Request) -> JSON:
     return JSON(await run_in_threadpool(_service(request).update_deployment, name, parse_json(await request.body())))
 
