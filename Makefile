@@ -20,10 +20,10 @@ serve: $(READY)
 # Two workers, one test file each at a time (module-scoped servers stay in one worker): most of a test's time is
 # waiting for servers and replica processes, and the suite has to stay under 10 minutes on a slow 2-core VM.
 test: $(READY) chromium
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not conformance"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
-# The OpenAPI conformance run (tests/test_openapi_conformance.py): schemathesis over every operation of a seeded
-# server. Minutes of its own, so `make test` leaves it out; .ci/run runs it.
+# The OpenAPI conformance run alone (tests/test_openapi_conformance.py, part of `make test` too): schemathesis over
+# every operation of a seeded server.
 test-conformance: $(READY)
 	$(BIN)/python -m pytest -q -m conformance tests/test_openapi_conformance.py
 

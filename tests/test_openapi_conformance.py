@@ -218,6 +218,9 @@ def seed_craftai(server: Server, code: Path) -> dict[Any, Any]:
 def seed(server: Server, folders: dict[str, Path], keys: tuple[str, str]) -> dict[Any, Any]:
     """Every face's objects, made side by side (most of the time is replicas and environments starting)."""
     token = server.post("/modelport/v1/tokens", {"name": "to-revoke"}).json()["id"]
+    credential = server.post("/modelport/v1/credentials", {"name": "to-revoke-too"}).json()["id"]
+    for email in (native.EXAMPLE_USER, "member@example.com", "departing@example.com"):
+        assert server.post("/modelport/v1/users", {"email": email}).status_code == 201
     def timed(seed_face: Callable[..., dict], *args: Any) -> dict:
         started = time.monotonic()
         try:
@@ -230,9 +233,11 @@ def seed(server: Server, folders: dict[str, Path], keys: tuple[str, str]) -> dic
                 pool.submit(timed, seed_sagemaker, server, keys, folders["artifacts"]),
                 pool.submit(timed, seed_dataiku, server, folders["imports"]),
                 pool.submit(timed, seed_craftai, server, folders["code"])]
-        live: dict[Any, Any] = {native.EXAMPLE_TOKEN_ID: token}
+        live: dict[Any, Any] = {native.EXAMPLE_TOKEN_ID: token, native.EXAMPLE_CREDENTIAL_ID: credential}
         for job in jobs:
             live.update(job.result())
+    added = server.post("/v1/api/workspaces/add_user", {"workspace_id": 1, "email": "departing@example.com"})
+    assert added.status_code == 200, added.text  # the member the remove_user example removes
     return live
 
 
@@ -286,7 +291,8 @@ class FaceAuth(requests.auth.AuthBase):
 # Operations that end, disable or change an object other operations use: they run after all the others (their
 # examples name objects of their own, but generated cases may reach any object the run has seen).
 DESTRUCTIVE = {"wallaroo_undeploy_pipeline", "wallaroo_task_kill", "dataiku_disable_service",
-               "dataiku_disable_service_spec", "craftai_update_deployment"}
+               "dataiku_disable_service_spec", "craftai_update_deployment", "modelport_remove_user",
+               "wallaroo_workspace_remove_user"}
 
 
 def one_parse_at_a_time(stream: Any) -> Any:

@@ -22,6 +22,8 @@ own = APIRouter(prefix="/modelport/v1", dependencies=[Depends(require_principal)
 
 
 EXAMPLE_TOKEN_ID = "00000000-0000-4000-8000-00000000e001"  # a server-made id: the conformance test swaps in a live one
+EXAMPLE_CREDENTIAL_ID = "00000000-0000-4000-8000-00000000e002"  # likewise
+EXAMPLE_USER = "retired@example.com"  # a user of its own for the example that removes one
 
 
 class CreateToken(BaseModel):
@@ -33,7 +35,7 @@ class CreateToken(BaseModel):
 
 
 class CreateCredential(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "ci-bot-2"}]})
     name: str
     kind: Literal["admin", "user", "aws"] = "user"
     user: str | None = None
@@ -41,7 +43,7 @@ class CreateCredential(BaseModel):
 
 
 class CreateUser(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"email": "new-user@example.com"}]})
     email: str
 
 
@@ -104,7 +106,7 @@ async def revoke_token(token_id: str, request: Request) -> JSON:
 # -- every credential ---------------------------------------------------------------------------------------------------
 
 @router.post("/credentials", operation_id="modelport_create_credential", status_code=201,
-             openapi_extra=documented(CreateCredential))
+             openapi_extra=openapi.merge(documented(CreateCredential), openapi.answers({"type": "object"}, status=201)))
 async def create_credential(request: Request, body: CreateCredential = json_body(CreateCredential)) -> JSON:
     """A token (admin, user) or an AWS key pair (aws), optionally bound to a user and a workspace; its secret is in
     this reply only."""
@@ -121,7 +123,8 @@ async def list_credentials(request: Request, kind: str | None = None) -> JSON:
     return JSON({"credentials": [credential_json(c) for c in items]})
 
 
-@own.delete("/credentials/{credential_id}", operation_id="modelport_revoke_credential")
+@own.delete("/credentials/{credential_id}", operation_id="modelport_revoke_credential",
+            openapi_extra=openapi.examples(credential_id=EXAMPLE_CREDENTIAL_ID))
 async def revoke_credential(credential_id: str, request: Request) -> JSON:
     """Revoke at once (on this server; others within the auth cache period, 5 s)."""
     info = await run_in_threadpool(request.app.state.platform.credentials.revoke, credential_id)
@@ -130,7 +133,8 @@ async def revoke_credential(credential_id: str, request: Request) -> JSON:
 
 # -- users --------------------------------------------------------------------------------------------------------------
 
-@router.post("/users", operation_id="modelport_create_user", status_code=201, openapi_extra=documented(CreateUser))
+@router.post("/users", operation_id="modelport_create_user", status_code=201,
+             openapi_extra=openapi.merge(documented(CreateUser), openapi.answers({"type": "object"}, status=201)))
 async def create_user(request: Request, body: CreateUser = json_body(CreateUser)) -> JSON:
     return JSON(user_json(await run_in_threadpool(request.app.state.platform.users.create, body.email)),
                 status_code=201)
@@ -141,7 +145,7 @@ async def list_users(request: Request) -> JSON:
     return JSON({"users": [user_json(u) for u in await run_in_threadpool(request.app.state.platform.users.list)]})
 
 
-@router.delete("/users/{user}", operation_id="modelport_remove_user")
+@router.delete("/users/{user}", operation_id="modelport_remove_user", openapi_extra=openapi.examples(user=EXAMPLE_USER))
 async def remove_user(user: str, request: Request) -> JSON:
     """Revokes the user's credentials (ending their console sessions) and memberships, then removes them."""
     return JSON(user_json(await run_in_threadpool(request.app.state.platform.users.remove, user)))

@@ -144,7 +144,7 @@ fastpath.register(fastpath.Route(INFER_PREFIX, "", infer, f"{INFER_PREFIX}{{depl
     "operationId": "wallaroo_infer", "summary": "Inference through a deployment's external URL",
     "requestBody": {"required": True, "content": {
         "application/json; format=pandas-records": {
-            "schema": {"type": "array", "minItems": 1, "items": {"type": "object"}},
+            "schema": {"type": "array", "items": {"type": "object"}},  # [] is zero rows in, zero rows out
             "example": [{"features": [5.1, 3.5, 1.4, 0.2]}]},
         "application/json; format=wallaroo": {"schema": {"type": "object"}},
         ARROW: {"schema": {"type": "string", "format": "binary"}}}},

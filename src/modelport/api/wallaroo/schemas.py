@@ -40,18 +40,21 @@ class ListWorkspaces(Body):
 
 
 class AddWorkspaceUser(Body):
+    model_config = example(workspace_id=1, email="member@example.com", user_type="COLLABORATOR")
     workspace_id: int
     email: str
     user_type: str = "COLLABORATOR"  # OWNER | COLLABORATOR
 
 
 class RemoveWorkspaceUser(Body):
+    model_config = example(workspace_id=1, email="departing@example.com")
     workspace_id: int
     email: str | None = None
     user_id: str | None = None  # Wallaroo's SDK removes by user id
 
 
 class ListWorkspaceUsers(Body):
+    model_config = example(workspace_id=1)
     workspace_id: int
 
 
