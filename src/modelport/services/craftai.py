@@ -14,10 +14,8 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import shutil
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from modelport.domain import craftai as rules
-from modelport.domain.errors import AlreadyExists, Conflict, InvalidInput, NotFound, NotReady
+from modelport.domain.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from modelport.domain.jobs import describe_schedule, next_fire, parse_schedule
 from modelport.jobs.environments import EnvironmentBuilder, normalise
 from modelport.jobs.functions import FunctionFailed, FunctionProcess, FunctionSpec, run_once
